@@ -1,0 +1,177 @@
+"""
+PET with ECSE
+=============
+
+``pet_ecse`` is the Point Edge Transformer (PET, :footcite:p:`pozdnyakov_smooth_2023`),
+a transformer over directed edges that reads Cartesian neighbour vectors, together with
+the equivariant coordinate-system ensemble (ECSE) of the same paper, which makes the
+model *exactly* rotationally equivariant.
+
+PET itself is smooth and invariant to translations and permutations but not to
+rotations; it is trained with O(3) augmentation. ECSE evaluates PET in local
+coordinate systems built from pairs of neighbours and averages the results with
+smooth weights, so that energies are exactly invariant and forces, stress and vector
+outputs exactly equivariant. It is controlled by the ``symmetrization`` block of the
+model hypers and runs inside the exported model, so every engine gets the symmetrized
+predictions.
+
+Additional outputs
+------------------
+
+- ``features``: the PET features (central token and cutoff-weighted sum of edge
+  tokens, for every message-passing block).
+- ``mtt::aux::{target}_last_layer_features``: the features entering the last linear
+  layer of each target's heads (used by LLPR uncertainty estimates).
+"""
+
+from typing import Literal, Optional
+
+from metatrain.composition.documentation import FixedCompositionWeights
+from metatrain.scaler.documentation import FixedScalerWeights
+from metatrain.utils.loss import LossSpecification
+from typing_extensions import NotRequired, TypedDict
+
+
+class SymmetrizationHypers(TypedDict):
+    """How ECSE makes the model exactly rotationally equivariant."""
+
+    method: Literal["ecse", "none"] = "ecse"
+    """``ecse`` symmetrizes every prediction exactly over rotations; ``none`` gives
+    plain PET (not rotationally equivariant)."""
+    frames: Literal["auto", "structure", "atom"] = "auto"
+    """How frames are applied. ``structure`` pools the frames of all atoms of a
+    structure, prunes them, and evaluates PET on the whole structure rotated into
+    each surviving frame (an a-posteriori average, as in the paper). ``atom`` runs
+    each atom's transformer in that atom's own frames and averages its output tokens
+    in every message-passing block: its cost per atom does not grow with the system,
+    but it changes the function, so it needs training or fine-tuning with
+    ``during_training: true``. ``auto`` uses ``structure`` for systems up to
+    ``max_atoms_structure_frames`` atoms and ``atom`` above."""
+    max_atoms_structure_frames: int = 32
+    """Largest system for which ``frames: auto`` uses structure frames."""
+    during_training: bool = False
+    """Also symmetrize while training (slower; needed for ``frames: atom`` and for
+    fine-tuning a model whose a-posteriori symmetrization costs accuracy)."""
+    max_outer_cutoff: float = 10.0
+    """Bound (in the length unit of the data set) on the radius within which frames
+    and the adaptive inner cutoff are looked for; the model cutoff if smaller."""
+    beta: float = 5.0
+    """Sharpness (inverse length) of the smooth minimum defining the inner cutoff."""
+    beta_weights: float = 1.0
+    """Sharpness of the smooth maximum of frame weights used for pruning."""
+    inner_cutoff_width: float = 0.15
+    """Width of the switching function at the adaptive inner cutoff."""
+    collinearity_threshold: float = 0.2
+    """Pairs with squared sine below this value are (partially) collinear."""
+    collinearity_width: float = 0.15
+    """Width of the collinearity switching window."""
+    pruning_threshold: float = 0.9
+    """Frames below this fraction of the best weight are pruned away..."""
+    pruning_width: float = 0.1
+    """...smoothly, over this fraction of the best weight."""
+    pruning_passes: int = 4
+    """Number of pruning passes."""
+    max_frames_per_batch: int = 4096
+    """Frames evaluated by one batched forward pass (bounds memory)."""
+
+
+class FinetuneHypers(TypedDict):
+    """Where fine-tuning starts from."""
+
+    read_from: Optional[str] = None
+    """Checkpoint to fine-tune, or ``None`` to train from scratch."""
+
+
+class ModelHypers(TypedDict):
+    """Hyperparameters of the PET model and of its symmetrization."""
+
+    cutoff: float = 5.0
+    """Cutoff radius of the neighbour list (length unit of the data set). Aim for
+    about 20 neighbours on average; for molecules a cutoff covering the molecule."""
+    cutoff_width: float = 0.2
+    """Width of the cosine switching function at the cutoff."""
+    d_pet: int = 128
+    """Dimension of the edge tokens."""
+    d_head: int = 128
+    """Hidden width of the readout heads."""
+    d_feedforward: int = 512
+    """Hidden width of the transformer feed-forward networks."""
+    num_heads: int = 4
+    """Number of attention heads."""
+    num_attention_layers: int = 3
+    """Transformer layers in each message-passing block."""
+    num_gnn_layers: int = 3
+    """Number of message-passing blocks."""
+    symmetrization: SymmetrizationHypers = {
+        "method": "ecse",
+        "frames": "auto",
+        "max_atoms_structure_frames": 32,
+        "during_training": False,
+        "max_outer_cutoff": 10.0,
+        "beta": 5.0,
+        "beta_weights": 1.0,
+        "inner_cutoff_width": 0.15,
+        "collinearity_threshold": 0.2,
+        "collinearity_width": 0.15,
+        "pruning_threshold": 0.9,
+        "pruning_width": 0.1,
+        "pruning_passes": 4,
+        "max_frames_per_batch": 4096,
+    }
+    """Exact rotational symmetrization by ECSE, see :class:`SymmetrizationHypers`."""
+
+
+class TrainerHypers(TypedDict):
+    """Hyperparameters for training ``pet_ecse`` models."""
+
+    distributed: NotRequired[bool]
+    """Whether to use distributed training. When not set, it is enabled
+    automatically when running under more than one SLURM task."""
+    distributed_port: int = 39591
+    """Port for distributed communication among processes."""
+    batch_size: int = 16
+    """Number of structures in each training batch."""
+    num_epochs: int = 1000
+    """Number of epochs."""
+    warmup_fraction: float = 0.01
+    """Fraction of the training steps with a linear learning-rate warm-up; a cosine
+    decay follows."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of Adam."""
+    weight_decay: Optional[float] = None
+    """AdamW weight decay, or ``None`` for plain Adam."""
+    log_interval: int = 1
+    """Interval (epochs) between logged metrics."""
+    checkpoint_interval: int = 100
+    """Interval (epochs) between saved checkpoints."""
+    atomic_baseline: FixedCompositionWeights | str = {}
+    """Per-species baselines, as for metatrain's other architectures: fitted by
+    least squares unless given here (a dictionary, or a composition checkpoint)."""
+    scale_targets: bool = True
+    """Normalize targets to unit standard deviation during training."""
+    fixed_scaling_weights: FixedScalerWeights | str = {}
+    """Fixed weights for target scaling (see metatrain's ``Scaler``)."""
+    per_structure_targets: list[str] = []
+    """Targets whose losses and errors are computed per structure."""
+    num_workers: Optional[int] = None
+    """Data-loading workers; chosen automatically when not given."""
+    log_mae: bool = True
+    """Log MAE alongside RMSE."""
+    log_separate_blocks: bool = False
+    """Log the error of each block separately."""
+    best_model_metric: Literal["rmse_prod", "mae_prod", "loss"] = "mae_prod"
+    """Validation metric selecting the best model (exported by ``mtt export``)."""
+    grad_clip_norm: float = 1.0
+    """Maximum gradient norm."""
+    loss: str | dict[str, LossSpecification | str] = "mse"
+    """Loss specification, see metatrain's loss documentation."""
+    max_atoms_per_batch: Optional[int] = None
+    """If set, batches are packed up to this many atoms instead of ``batch_size``
+    structures."""
+    min_atoms_per_batch: int = 0
+    """Batches with fewer atoms are dropped when ``max_atoms_per_batch`` is set."""
+    augmentation: bool = True
+    """Random O(3) rotation of every training structure (needed by plain PET)."""
+    finetune: FinetuneHypers = {"read_from": None}
+    """Fine-tuning: ``{read_from: path/to/model.ckpt}`` starts from a trained
+    checkpoint (its best model); all weights are trained."""

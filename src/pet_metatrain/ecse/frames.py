@@ -1,0 +1,189 @@
+"""ECSE frames: local coordinate systems from neighbour pairs, with smooth weights.
+
+Everything is vectorized over atoms and neighbour pairs; the set of (frame, weight)
+pairs co-rotates with the structure, which is what makes the average exact. See
+docs/ecse.md (and the ECSE paper) for the protocol and its defaults.
+"""
+
+from typing import Dict, NamedTuple
+
+import torch
+
+from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
+
+# frames lighter than this are dropped (a change of at most ~1e-10, relative)
+_NEGLIGIBLE = 1e-10
+
+
+class WeightedFrames(NamedTuple):
+    """Rotations with normalized weights, each attached to a group (structure or
+    atom); isotropic entries stand for the distance-only fallback."""
+
+    group: torch.Tensor  # [n_frames]
+    rotation: torch.Tensor  # [n_frames, 3, 3], coordinates x' = x @ F
+    weight: torch.Tensor  # [n_frames], sums to one within each group
+    isotropic: torch.Tensor  # [n_frames] bool
+
+
+class FrameBuilder(torch.nn.Module):
+    """Builds, weights and prunes ECSE frames for groups of atoms."""
+
+    def __init__(self, hypers: Dict, cutoff: float) -> None:
+        super().__init__()
+        self.outer_cutoff = min(float(cutoff), float(hypers["max_outer_cutoff"]))
+        self.beta = float(hypers["beta"])
+        self.beta_weights = float(hypers["beta_weights"])
+        self.width = float(hypers["inner_cutoff_width"])
+        self.collinearity = float(hypers["collinearity_threshold"])
+        self.collinearity_width = float(hypers["collinearity_width"])
+        self.pruning_threshold = float(hypers["pruning_threshold"])
+        self.pruning_width = float(hypers["pruning_width"])
+        self.pruning_passes = int(hypers["pruning_passes"])
+
+    def forward(
+        self,
+        edge_vectors: torch.Tensor,
+        distances: torch.Tensor,
+        mask: torch.Tensor,
+        atom_group: torch.Tensor,
+        num_groups: int,
+    ) -> WeightedFrames:
+        """Frames of every atom's neighbourhood, pooled and pruned per group.
+
+        ``atom_group`` [n_atoms] assigns atoms to groups: the structure index for
+        structure-wide frames, ``arange(n_atoms)`` for per-atom frames.
+        """
+        dtype = edge_vectors.dtype
+        inside = mask & (distances < self.outer_cutoff)
+        safe_distances = torch.where(inside, distances, torch.ones_like(distances))
+        units = edge_vectors / safe_distances[:, :, None]
+        sine2 = torch.linalg.cross(
+            units[:, :, None, :].expand(-1, -1, units.shape[1], -1),
+            units[:, None, :, :].expand(-1, units.shape[1], -1, -1),
+            dim=-1,
+        ).square().sum(-1)
+        outer = torch.tensor(self.outer_cutoff, dtype=dtype, device=distances.device)
+        outer_factors = smooth_cutoff(distances, outer, self.width) * inside
+        inner = self._inner_cutoff(distances, sine2, outer_factors)
+
+        # the outer factor keeps weights smooth when r_in reaches the outer cutoff
+        inner_factors = (
+            smooth_cutoff(distances, inner[:, None], self.width) * outer_factors
+        )
+        weights = (
+            inner_factors[:, :, None]
+            * inner_factors[:, None, :]
+            * smooth_ramp(
+                sine2, self.collinearity - self.collinearity_width,
+                self.collinearity_width,
+            )
+        )
+        atom, first, second = torch.nonzero(weights > _NEGLIGIBLE, as_tuple=True)
+        frame_weights = weights[atom, first, second]
+        rotations = _pair_frames(edge_vectors[atom, first], edge_vectors[atom, second])
+        group = atom_group[atom]
+        return self._prune(group, rotations, frame_weights, num_groups)
+
+    def _inner_cutoff(
+        self,
+        distances: torch.Tensor,
+        sine2: torch.Tensor,
+        outer_factors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Adaptive per-atom inner cutoff: a smooth minimum over neighbour pairs of
+        the (smooth) larger distance, weighted by how non-collinear the pair is."""
+        n_atoms, n_neighbors = distances.shape
+        r_j = distances[:, :, None]
+        r_k = distances[:, None, :]
+        pair_max = r_k + (r_j - r_k) * torch.sigmoid(self.beta * (r_j - r_k))
+        values = pair_max + SMAX_OFFSET / self.beta
+        start = torch.full_like(sine2, self.collinearity)
+        width = torch.full_like(sine2, self.collinearity_width)
+        upper = torch.ones(
+            n_neighbors, n_neighbors, dtype=torch.bool, device=distances.device
+        ).triu(1)
+        pair_weights = (
+            outer_factors[:, :, None]
+            * outer_factors[:, None, :]
+            * smooth_step(sine2, start, width)
+            * upper
+        )
+        values = torch.cat(
+            [values.reshape(n_atoms, -1), torch.full_like(distances[:, :1], self.outer_cutoff)],
+            dim=1,
+        )
+        pair_weights = torch.cat(
+            [pair_weights.reshape(n_atoms, -1), torch.ones_like(distances[:, :1])],
+            dim=1,
+        )
+        shift = torch.where(pair_weights > 0, values, torch.full_like(values, 1e30))
+        shift = shift.min(dim=1, keepdim=True).values.detach()
+        boltzmann = pair_weights * torch.exp(-self.beta * (values - shift))
+        smooth_min = (boltzmann * values).sum(1) / boltzmann.sum(1)
+        return smooth_min + self.width
+
+    def _prune(
+        self,
+        group: torch.Tensor,
+        rotations: torch.Tensor,
+        weights: torch.Tensor,
+        num_groups: int,
+    ) -> WeightedFrames:
+        """Smoothly drop frames much lighter than the best one of their group, and
+        weight in the isotropic fallback where no frame is good."""
+        best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
+        half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
+        fallback = smooth_cutoff(best, half, 0.5)
+        pruning_off = smooth_cutoff(best, half, 0.25)
+        for _ in range(self.pruning_passes):
+            best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
+            reference = best[group]
+            keep = smooth_step(
+                weights,
+                self.pruning_threshold * reference,
+                self.pruning_width * reference,
+            )
+            off = pruning_off[group]
+            weights = weights * (keep * (1.0 - off) + off)
+            selected = weights > _NEGLIGIBLE
+            group = group[selected]
+            rotations = rotations[selected]
+            weights = weights[selected]
+
+        with_fallback = torch.nonzero(fallback > 0).flatten()
+        group = torch.cat([group, with_fallback])
+        weights = torch.cat([weights, fallback[with_fallback]])
+        identity = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
+        rotations = torch.cat(
+            [rotations, identity.expand(with_fallback.shape[0], 3, 3)]
+        )
+        isotropic = torch.arange(group.shape[0], device=group.device) >= (
+            group.shape[0] - with_fallback.shape[0]
+        )
+        total = torch.zeros(num_groups, dtype=weights.dtype, device=weights.device)
+        total = total.index_add(0, group, weights)
+        return WeightedFrames(group, rotations, weights / total[group], isotropic)
+
+
+def _pair_frames(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Right-handed orthonormal frames [n, 3, 3] (columns a1, a2, a3) from pairs of
+    non-collinear vectors."""
+    a1 = first / torch.linalg.vector_norm(first, dim=-1, keepdim=True)
+    normal = torch.linalg.cross(first, second, dim=-1)
+    a2 = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True)
+    a3 = torch.linalg.cross(a1, a2, dim=-1)
+    return torch.stack([a1, a2, a3], dim=-1)
+
+
+def _group_smooth_max(
+    values: torch.Tensor, group: torch.Tensor, num_groups: int, beta: float
+) -> torch.Tensor:
+    """SMAX_beta(w; w) within each group; zero for groups without entries."""
+    peak = torch.zeros(num_groups, dtype=values.dtype, device=values.device)
+    peak = peak.scatter_reduce(0, group, values.detach(), "amax", include_self=True)
+    boltzmann = values * torch.exp(beta * (values - peak[group]))
+    numerator = torch.zeros_like(peak).index_add(0, group, boltzmann * values)
+    denominator = torch.zeros_like(peak).index_add(0, group, boltzmann)
+    filled = denominator > 0
+    safe = torch.where(filled, denominator, torch.ones_like(denominator))
+    return torch.where(filled, numerator / safe, torch.zeros_like(numerator))

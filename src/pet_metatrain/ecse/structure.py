@@ -1,0 +1,100 @@
+"""Structure-wide ECSE: evaluate PET on whole rotated copies of each structure.
+
+Every frame of a structure rotates all of that structure's edge vectors (cell and
+positions together, since only edge vectors enter PET). All copies of a batch are
+stacked into one graph and evaluated by one batched forward pass; neighbour lists,
+padding and reverse-edge indices are reused from the unrotated graph.
+"""
+
+from typing import Dict, List, NamedTuple
+
+import torch
+
+from .frames import WeightedFrames
+
+
+class RotatedCopies(NamedTuple):
+    """Inputs of the network for a stack of rotated structure copies."""
+
+    atom: torch.Tensor  # [n_copied_atoms] original atom of each copied atom
+    frame: torch.Tensor  # [n_copied_atoms] frame (copy) it belongs to
+    geometry: torch.Tensor  # [n_copied_atoms, max_neighbors, 4]
+    factors: torch.Tensor
+    species: torch.Tensor
+    neighbor_species: torch.Tensor
+    reverse: torch.Tensor
+
+
+def rotated_copies(
+    frames: WeightedFrames,
+    first_atom: torch.Tensor,
+    system_size: torch.Tensor,
+    geometry: torch.Tensor,
+    factors: torch.Tensor,
+    species: torch.Tensor,
+    neighbor_species: torch.Tensor,
+    reverse: torch.Tensor,
+) -> RotatedCopies:
+    """One copy of structure ``frames.group[f]`` per frame ``f``, rotated by it
+    (distance-only for isotropic frames)."""
+    sizes = system_size[frames.group]
+    total = int(sizes.sum())
+    frame = torch.repeat_interleave(
+        torch.arange(sizes.shape[0], device=sizes.device), sizes, output_size=total
+    )
+    copy_start = torch.cumsum(sizes, 0) - sizes
+    local = torch.arange(total, device=sizes.device) - copy_start[frame]
+    atom = first_atom[frames.group][frame] + local
+
+    xyz = torch.bmm(geometry[atom, :, :3], frames.rotation[frame])
+    xyz = xyz * (~frames.isotropic[frame]).to(xyz.dtype)[:, None, None]
+    max_neighbors = geometry.shape[1]
+    # edges stay within their structure: shift reverse indices by the copy offset
+    offset = ((torch.arange(total, device=atom.device) - atom) * max_neighbors)[
+        :, None
+    ]
+    slots = atom[:, None] * max_neighbors + torch.arange(
+        max_neighbors, device=atom.device
+    )
+    return RotatedCopies(
+        atom=atom,
+        frame=frame,
+        geometry=torch.cat([xyz, geometry[atom, :, 3:]], dim=-1),
+        factors=factors[atom],
+        species=species[atom],
+        neighbor_species=neighbor_species[atom],
+        reverse=(reverse[slots] + offset).flatten(),
+    )
+
+
+def accumulate_copies(
+    results: Dict[str, torch.Tensor],
+    outputs: Dict[str, torch.Tensor],
+    copies: RotatedCopies,
+    frames: WeightedFrames,
+    vector_outputs: List[str],
+) -> None:
+    """Add the weighted, back-rotated predictions of ``copies`` into ``results``."""
+    weight = frames.weight[copies.frame]
+    for name, value in outputs.items():
+        if name in vector_outputs:
+            value = torch.einsum(
+                "aij,ajp->aip", frames.rotation[copies.frame], value
+            )
+            value = value * (~frames.isotropic[copies.frame]).to(value.dtype)[
+                :, None, None
+            ]
+        scaled = value * weight.to(value.dtype).reshape(
+            [-1] + [1] * (value.dim() - 1)
+        )
+        results[name] = results[name].index_add(0, copies.atom, scaled)
+
+
+def select_frames(frames: WeightedFrames, start: int, stop: int) -> WeightedFrames:
+    """A contiguous chunk of frames (to bound the memory of one forward pass)."""
+    return WeightedFrames(
+        frames.group[start:stop],
+        frames.rotation[start:stop],
+        frames.weight[start:stop],
+        frames.isotropic[start:stop],
+    )

@@ -1,0 +1,421 @@
+"""The ``pet_ecse`` model: PET, optionally symmetrized exactly by ECSE."""
+
+import logging
+from typing import Any, Dict, List, Literal, Optional
+
+import metatensor.torch as mts
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import (
+    AtomisticModel,
+    ModelCapabilities,
+    ModelMetadata,
+    ModelOutput,
+    NeighborListOptions,
+    System,
+)
+from metatrain.composition import CompositionModel
+from metatrain.scaler import Scaler
+from metatrain.utils.abc import ModelInterface
+from metatrain.utils.architectures import get_default_hypers
+from metatrain.utils.data import DatasetInfo, TargetInfo
+from metatrain.utils.dtype import dtype_to_str
+from metatrain.utils.hypers import raise_if_hypers_mismatch
+from metatrain.utils.metadata import merge_metadata
+from metatrain.utils.sum_over_atoms import sum_over_atoms
+
+from . import checkpoints
+from .documentation import ModelHypers
+from .ecse.frames import FrameBuilder
+from .ecse.structure import accumulate_copies, rotated_copies, select_frames
+from .modules.graph import EdgeGraph, systems_to_graph
+from .modules.pet import PETNetwork, Views
+from .modules.switching import cosine_cutoff
+
+ARCHITECTURE_NAME = "pet_ecse"
+
+
+def last_layer_features_name(target: str) -> str:
+    """metatrain's name for the last-layer features of ``target``."""
+    base = target.replace("mtt::", "")
+    return f"mtt::aux::{base}_last_layer_features"
+
+
+class PETECSE(ModelInterface[ModelHypers]):
+    """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
+
+    __checkpoint_version__ = 1
+    __supported_devices__ = ["cuda", "cpu"]
+    __supported_dtypes__ = [torch.float32, torch.float64]
+    __default_metadata__ = ModelMetadata(
+        references={"architecture": ["https://arxiv.org/abs/2305.19302"]}
+    )
+
+    def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
+        super().__init__(hypers, dataset_info, self.__default_metadata__)
+        self.cutoff = float(hypers["cutoff"])
+        self.cutoff_width = float(hypers["cutoff_width"])
+        self.num_gnn_layers = int(hypers["num_gnn_layers"])
+        self.atomic_types = list(dataset_info.atomic_types)
+        self.requested_nl = NeighborListOptions(
+            cutoff=self.cutoff, full_list=True, strict=True
+        )
+
+        symmetrization = hypers["symmetrization"]
+        self.symmetrize = symmetrization["method"] == "ecse"
+        self.symmetrize_in_training = bool(symmetrization["during_training"])
+        frames = symmetrization["frames"]
+        if frames == "auto":
+            frames = "atom" if self.symmetrize_in_training else "structure"
+        self.per_atom_frames = frames == "atom"
+        self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
+        self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
+
+        self.network = PETNetwork(dict(hypers), self.atomic_types)
+        self.outputs: Dict[str, ModelOutput] = {
+            "feature": ModelOutput(sample_kind="atom", description="PET features"),
+        }
+        self.target_names: List[str] = []
+        self.vector_targets: List[str] = []
+        self.key_labels: Dict[str, Labels] = {}
+        self.component_labels: Dict[str, List[Labels]] = {}
+        self.property_labels: Dict[str, Labels] = {}
+        self.last_layer_parameter_names: Dict[str, List[str]] = {}
+        for name, target in dataset_info.targets.items():
+            self._add_output(name, target)
+
+        self.additive_models = torch.nn.ModuleList(
+            [CompositionModel.from_valid_targets(dataset_info, self.atomic_types)]
+        )
+        self.scaler = Scaler(
+            hypers=get_default_hypers("scaler")["model"], dataset_info=dataset_info
+        )
+        self.single_label = Labels.single()
+        self.has_new_targets = False
+
+    def _add_output(self, name: str, target: TargetInfo) -> None:
+        if target.is_spherical or target.is_atomic_basis:
+            raise ValueError(
+                f"target '{name}' is a spherical tensor: pet_ecse supports scalar "
+                "and Cartesian vector targets (energies, forces, dipoles, ...)"
+            )
+        if target.sample_kind not in ["system", "atom"]:
+            raise ValueError(
+                f"target '{name}' has samples per {target.sample_kind}: pet_ecse "
+                "predicts per-atom and per-structure targets only"
+            )
+        block = target.layout.block()
+        if target.is_cartesian and len(block.components) != 1:
+            raise ValueError(
+                f"target '{name}' is a Cartesian tensor of rank "
+                f"{len(block.components)}: pet_ecse supports rank 1 (vectors)"
+            )
+        shape = [len(c) for c in block.components] + [len(block.properties)]
+        self.network.add_output(name, shape, target.is_cartesian)
+        self.target_names.append(name)
+        if target.is_cartesian:
+            self.vector_targets.append(name)
+        self.outputs[name] = ModelOutput(
+            unit=target.unit,
+            sample_kind="atom",
+            description=target.description,
+        )
+        self.outputs[last_layer_features_name(name)] = ModelOutput(
+            sample_kind="atom", description=f"last-layer features of {name}"
+        )
+        self.key_labels[name] = target.layout.keys
+        self.component_labels[name] = block.components
+        self.property_labels[name] = block.properties
+        self.last_layer_parameter_names[name] = [f"network.last_layers.{name}.weight"]
+
+    def supported_outputs(self) -> Dict[str, ModelOutput]:
+        return self.outputs
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.requested_nl]
+
+    def restart(
+        self, dataset_info: DatasetInfo, model_hypers: Optional[dict[str, Any]] = None
+    ) -> "PETECSE":
+        if model_hypers is not None:
+            raise_if_hypers_mismatch(
+                self.hypers,
+                model_hypers,
+                default_hypers=get_default_hypers(ARCHITECTURE_NAME)["model"],
+            )
+        merged = self.dataset_info.union(dataset_info)
+        new_types = [t for t in merged.atomic_types if t not in self.atomic_types]
+        if new_types:
+            raise ValueError(
+                f"new atomic types {new_types} in the data set: a trained pet_ecse "
+                f"model only knows {self.atomic_types}"
+            )
+        new_targets = {
+            name: info
+            for name, info in merged.targets.items()
+            if name not in self.dataset_info.targets
+        }
+        self.has_new_targets = len(new_targets) > 0
+        for name, info in new_targets.items():
+            self._add_output(name, info)
+        self.dataset_info = merged
+        self.additive_models[0] = self.additive_models[0].restart(
+            dataset_info=DatasetInfo(
+                length_unit=dataset_info.length_unit,
+                atomic_types=self.atomic_types,
+                targets={
+                    name: info
+                    for name, info in dataset_info.targets.items()
+                    if CompositionModel.is_valid_target(name, info)
+                },
+            ),
+        )
+        self.scaler = self.scaler.restart(dataset_info)
+        return self
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        device = systems[0].positions.device
+        if self.single_label.values.device != device:
+            self._move_labels_to_device(device)
+
+        graph = systems_to_graph(systems, self.requested_nl)
+        targets: List[str] = []
+        for name in self.target_names:
+            if name in outputs or last_layer_features_name(name) in outputs:
+                targets.append(name)
+        if self.symmetrize and (self.symmetrize_in_training or not self.training):
+            predictions = self._symmetrized(graph, len(systems), targets)
+        else:
+            predictions = self._plain(graph, targets)
+
+        results: Dict[str, TensorMap] = {}
+        for name in targets:
+            if name in outputs:
+                results[name] = self._tensor_map(
+                    predictions[name],
+                    graph.samples,
+                    self.key_labels[name],
+                    self.component_labels[name],
+                    self.property_labels[name],
+                )
+            llf_name = last_layer_features_name(name)
+            if llf_name in outputs:
+                results[llf_name] = self._feature_map(
+                    predictions["llf::" + name], graph.samples
+                )
+        if "feature" in outputs:
+            results["feature"] = self._feature_map(
+                predictions["features"], graph.samples
+            )
+
+        for name, tensor in results.items():
+            if selected_atoms is not None:
+                tensor = mts.slice(tensor, axis="samples", selection=selected_atoms)
+            if outputs[name].sample_kind != "atom":
+                tensor = sum_over_atoms(tensor)
+            results[name] = tensor
+
+        if not self.training:
+            results = self.scaler.apply_scales(
+                systems, results, selected_atoms=selected_atoms
+            )
+            for additive_model in self.additive_models:
+                requested: Dict[str, ModelOutput] = {}
+                for name, output in outputs.items():
+                    if name in additive_model.outputs and name in results:
+                        requested[name] = output
+                contributions = additive_model(systems, requested, selected_atoms)
+                for name, contribution in contributions.items():
+                    results[name] = mts.add(
+                        results[name],
+                        contribution.to(
+                            device=results[name].device, dtype=results[name].dtype
+                        ),
+                    )
+        return results
+
+    def _inputs(self, graph: EdgeGraph) -> List[torch.Tensor]:
+        """(geometry, cutoff factors) of the unrotated graph."""
+        geometry = torch.cat([graph.edge_vectors, graph.distances[:, :, None]], dim=-1)
+        factors = cosine_cutoff(graph.distances, self.cutoff, self.cutoff_width)
+        return [geometry, factors * graph.mask.to(factors.dtype)]
+
+    def _plain(self, graph: EdgeGraph, targets: List[str]) -> Dict[str, torch.Tensor]:
+        geometry, factors = self._inputs(graph)
+        return self.network(
+            geometry,
+            factors,
+            graph.species,
+            graph.neighbor_species,
+            graph.reverse,
+            None,
+            targets,
+        )
+
+    def _symmetrized(
+        self, graph: EdgeGraph, n_systems: int, targets: List[str]
+    ) -> Dict[str, torch.Tensor]:
+        """ECSE: average PET over the frames of each atom or structure."""
+        geometry, factors = self._inputs(graph)
+        n_atoms = graph.species.shape[0]
+        if self.per_atom_frames:
+            frames = self.frame_builder(
+                graph.edge_vectors,
+                graph.distances,
+                graph.mask,
+                torch.arange(n_atoms, device=graph.species.device),
+                n_atoms,
+            )
+            views = Views(frames.group, frames.rotation, frames.weight, frames.isotropic)
+            return self.network(
+                geometry,
+                factors,
+                graph.species,
+                graph.neighbor_species,
+                graph.reverse,
+                views,
+                targets,
+            )
+
+        frames = self.frame_builder(
+            graph.edge_vectors, graph.distances, graph.mask, graph.system_index, n_systems
+        )
+        system_size = torch.bincount(graph.system_index, minlength=n_systems)
+        first_atom = torch.cumsum(system_size, 0) - system_size
+        results: Dict[str, torch.Tensor] = {}
+        n_frames = frames.group.shape[0]
+        for start in range(0, n_frames, self.max_frames_per_batch):
+            chunk = select_frames(frames, start, start + self.max_frames_per_batch)
+            copies = rotated_copies(
+                chunk,
+                first_atom,
+                system_size,
+                geometry,
+                factors,
+                graph.species,
+                graph.neighbor_species,
+                graph.reverse,
+            )
+            outputs = self.network(
+                copies.geometry,
+                copies.factors,
+                copies.species,
+                copies.neighbor_species,
+                copies.reverse,
+                None,
+                targets,
+            )
+            if len(results) == 0:
+                for name, value in outputs.items():
+                    results[name] = torch.zeros(
+                        [n_atoms] + list(value.shape[1:]),
+                        dtype=value.dtype,
+                        device=value.device,
+                    )
+            accumulate_copies(results, outputs, copies, chunk, self.vector_targets)
+        return results
+
+    def _tensor_map(
+        self,
+        values: torch.Tensor,
+        samples: Labels,
+        keys: Labels,
+        components: List[Labels],
+        properties: Labels,
+    ) -> TensorMap:
+        block = TensorBlock(
+            values=values, samples=samples, components=components, properties=properties
+        )
+        return TensorMap(keys, [block])
+
+    def _feature_map(self, values: torch.Tensor, samples: Labels) -> TensorMap:
+        properties = Labels(
+            ["feature"],
+            torch.arange(values.shape[1], device=values.device).reshape(-1, 1),
+        )
+        return self._tensor_map(values, samples, self.single_label, [], properties)
+
+    def _move_labels_to_device(self, device: torch.device) -> None:
+        self.single_label = self.single_label.to(device)
+        self.key_labels = {k: v.to(device) for k, v in self.key_labels.items()}
+        self.component_labels = {
+            k: [c.to(device) for c in v] for k, v in self.component_labels.items()
+        }
+        self.property_labels = {
+            k: v.to(device) for k, v in self.property_labels.items()
+        }
+
+    @classmethod
+    def load_checkpoint(
+        cls,
+        checkpoint: Dict[str, Any],
+        context: Literal["restart", "finetune", "export"],
+    ) -> "PETECSE":
+        if context == "restart":
+            logging.info(f"Using latest model from epoch {checkpoint['epoch']}")
+            state_dict = checkpoint["model_state_dict"]
+        elif context in ("finetune", "export"):
+            if checkpoint.get("best_model_state_dict") is not None:
+                logging.info(f"Using best model from epoch {checkpoint['best_epoch']}")
+                state_dict = checkpoint["best_model_state_dict"]
+            else:
+                state_dict = checkpoint["model_state_dict"]
+        else:
+            raise ValueError(f"unknown checkpoint loading context '{context}'")
+
+        data = checkpoint["model_data"]
+        model = cls(hypers=data["model_hypers"], dataset_info=data["dataset_info"])
+        dtype = next(v for v in state_dict.values() if v.is_floating_point()).dtype
+        model.to(dtype).load_state_dict(state_dict)
+        model.additive_models[0].sync_tensor_maps()
+        model.scaler.sync_tensor_maps()
+        model.metadata = merge_metadata(model.metadata, checkpoint.get("metadata"))
+        return model
+
+    def export(self, metadata: Optional[ModelMetadata] = None) -> AtomisticModel:
+        dtype = next(self.parameters()).dtype
+        if dtype not in self.__supported_dtypes__:
+            raise ValueError(f"unsupported dtype {dtype} for pet_ecse")
+        self.to(dtype)
+        # the composition weights are TensorMaps that torch cannot move by itself
+        self.additive_models[0].weights_to(torch.device("cpu"), torch.float64)
+        capabilities = ModelCapabilities(
+            outputs=self.outputs,
+            atomic_types=self.atomic_types,
+            interaction_range=self.num_gnn_layers * self.cutoff,
+            length_unit=self.dataset_info.length_unit,
+            supported_devices=self.__supported_devices__,
+            dtype=dtype_to_str(dtype),
+        )
+        metadata = merge_metadata(self.metadata, metadata)
+        return AtomisticModel(self.eval(), metadata, capabilities)
+
+    @classmethod
+    def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
+        return checkpoints.upgrade(
+            checkpoint,
+            "model_ckpt_version",
+            cls.__checkpoint_version__,
+            checkpoints.MODEL_UPGRADES,
+        )
+
+    def get_checkpoint(self) -> Dict:
+        state_dict = self.state_dict()
+        return {
+            "architecture_name": ARCHITECTURE_NAME,
+            "model_ckpt_version": self.__checkpoint_version__,
+            "metadata": self.metadata,
+            "model_data": {
+                "model_hypers": self.hypers,
+                "dataset_info": self.dataset_info,
+            },
+            "epoch": None,
+            "best_epoch": None,
+            "model_state_dict": state_dict,
+            "best_model_state_dict": state_dict,
+        }

@@ -1,0 +1,204 @@
+"""The Point Edge Transformer: message passing between directed-edge tokens.
+
+The network sees every centre atom through one or more *views*. A view is the
+atom's neighbourhood expressed in a rotated coordinate system (or, for isotropic
+views, through distances only). Plain PET uses one unrotated view per atom. ECSE
+(:mod:`pet_metatrain.ecse`) supplies several weighted views per atom; the network
+then averages each block's output tokens over an atom's views, which makes the
+exchanged messages, and so the whole model, exactly rotation invariant.
+"""
+
+from typing import Dict, List, NamedTuple, Optional
+
+import torch
+
+from .transformer import Transformer
+
+
+class Views(NamedTuple):
+    """Weighted coordinate systems in which each atom's neighbourhood is read."""
+
+    atom: torch.Tensor  # [n_views] centre atom of each view
+    rotation: torch.Tensor  # [n_views, 3, 3] frame F, coordinates x' = x @ F
+    weight: torch.Tensor  # [n_views], sums to one over the views of an atom
+    isotropic: torch.Tensor  # [n_views] bool: read distances only
+
+
+def _mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(d_in, d_hidden),
+        torch.nn.SiLU(),
+        torch.nn.Linear(d_hidden, d_hidden),
+        torch.nn.SiLU(),
+    )
+
+
+class MessagePassingBlock(torch.nn.Module):
+    """One PET block: edge-token embedding, transformer, per-target readout heads."""
+
+    def __init__(self, hypers: Dict, num_species: int) -> None:
+        super().__init__()
+        d_pet = hypers["d_pet"]
+        self.geometry_embedding = torch.nn.Linear(4, d_pet)
+        self.token_embedding = torch.nn.Sequential(
+            torch.nn.Linear(2 * d_pet, d_pet),
+            torch.nn.SiLU(),
+            torch.nn.Linear(d_pet, d_pet),
+        )
+        self.central_embedding = torch.nn.Embedding(num_species, d_pet)
+        self.transformer = Transformer(
+            d_pet,
+            hypers["num_heads"],
+            hypers["d_feedforward"],
+            hypers["num_attention_layers"],
+        )
+        self.central_heads = torch.nn.ModuleDict({})
+        self.bond_heads = torch.nn.ModuleDict({})
+
+    def forward(
+        self,
+        geometry: torch.Tensor,
+        messages: torch.Tensor,
+        species_index: torch.Tensor,
+        factors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Output tokens [n, 1 + max_neighbors, d], the central token first."""
+        edge_tokens = self.token_embedding(
+            torch.cat([self.geometry_embedding(geometry), messages], dim=-1)
+        )
+        central = self.central_embedding(species_index)[:, None, :]
+        tokens = torch.cat([central, edge_tokens], dim=1)
+        ones = torch.ones_like(factors[:, :1])
+        return self.transformer(tokens, torch.cat([ones, factors], dim=1))
+
+
+class PETNetwork(torch.nn.Module):
+    """PET's learnable part: from padded neighbourhoods to per-atom predictions."""
+
+    def __init__(self, hypers: Dict, atomic_types: List[int]) -> None:
+        super().__init__()
+        self.d_pet = int(hypers["d_pet"])
+        self.d_head = int(hypers["d_head"])
+        self.num_blocks = int(hypers["num_gnn_layers"])
+        lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
+        self.register_buffer("species_to_index", lookup, persistent=False)
+        self.neighbor_embedding = torch.nn.Embedding(
+            len(atomic_types), hypers["d_pet"]
+        )
+        self.blocks = torch.nn.ModuleList(
+            [
+                MessagePassingBlock(hypers, len(atomic_types))
+                for _ in range(self.num_blocks)
+            ]
+        )
+        self.last_layers = torch.nn.ModuleDict({})
+        self.output_shapes: Dict[str, List[int]] = {}
+        self.is_vector: Dict[str, bool] = {}
+
+    def add_output(self, name: str, shape: List[int], is_vector: bool) -> None:
+        """Register heads for a target whose per-atom values have ``shape``."""
+        for block in self.blocks:
+            block.central_heads[name] = _mlp(self.d_pet, self.d_head)
+            block.bond_heads[name] = _mlp(self.d_pet, self.d_head)
+        size = 1
+        for dim in shape:
+            size *= dim
+        self.last_layers[name] = torch.nn.Linear(
+            2 * self.num_blocks * self.d_head, size, bias=False
+        )
+        self.output_shapes[name] = shape
+        self.is_vector[name] = is_vector
+
+    def species_index(self, species: torch.Tensor) -> torch.Tensor:
+        """Map atomic numbers to embedding rows, refusing unknown species."""
+        known = self.species_to_index.shape[0]
+        index = self.species_to_index[species.clamp(0, known - 1)]
+        unknown = (species >= known) | (species < 0) | (index < 0)
+        if bool(torch.any(unknown)):
+            bad = species[unknown].unique().tolist()
+            raise ValueError(
+                f"unknown atomic type(s) {bad}: this model was trained on "
+                f"{torch.nonzero(self.species_to_index >= 0).flatten().tolist()}"
+            )
+        return index
+
+    def forward(
+        self,
+        geometry: torch.Tensor,
+        factors: torch.Tensor,
+        species: torch.Tensor,
+        neighbor_species: torch.Tensor,
+        reverse: torch.Tensor,
+        views: Optional[Views],
+        targets: List[str],
+    ) -> Dict[str, torch.Tensor]:
+        """Per-atom predictions (vectors in the lab frame) and features.
+
+        ``geometry`` [n_atoms, max_neighbors, 4] holds (x, y, z, r) of every edge,
+        ``factors`` the cutoff factors (zero for padding), ``reverse`` the flat index
+        of every edge's reverse. Returns one entry per target, plus ``"features"``
+        and ``"llf::{target}"`` (last-layer features).
+        """
+        n_atoms, max_neighbors = factors.shape
+        species_index = self.species_index(species)
+        messages = self.neighbor_embedding(self.species_index(neighbor_species))
+        if views is not None:
+            xyz = torch.bmm(geometry[views.atom, :, :3], views.rotation)
+            xyz = xyz * (~views.isotropic).to(xyz.dtype)[:, None, None]
+            view_geometry = torch.cat([xyz, geometry[views.atom, :, 3:]], dim=-1)
+            view_factors = factors[views.atom]
+            view_species = species_index[views.atom]
+        else:
+            view_geometry = geometry
+            view_factors = factors
+            view_species = species_index
+
+        head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
+        features: List[torch.Tensor] = []
+        for block in self.blocks:
+            view_messages = messages if views is None else messages[views.atom]
+            tokens = block(view_geometry, view_messages, view_species, view_factors)
+            # TorchScript indexes ModuleDicts only by literal keys: iterate instead
+            for name, central_head in block.central_heads.items():
+                if name in head_features:
+                    head_features[name].append(central_head(tokens[:, 0]))
+            for name, bond_head in block.bond_heads.items():
+                if name in head_features:
+                    bonds = bond_head(tokens[:, 1:]) * view_factors[:, :, None]
+                    head_features[name].append(bonds.sum(dim=1))
+            if views is not None:
+                tokens = _average(tokens, views, n_atoms)
+            edge_tokens = tokens[:, 1:]
+            features.append(tokens[:, 0])
+            features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
+            reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, -1)[reverse]
+            messages = 0.5 * (messages + reverse_tokens.reshape(messages.shape))
+
+        results: Dict[str, torch.Tensor] = {"features": torch.cat(features, dim=1)}
+        for name, last_layer in self.last_layers.items():
+            if name not in head_features:
+                continue
+            last_layer_features = torch.cat(head_features[name], dim=1)
+            prediction = last_layer(last_layer_features)
+            prediction = prediction.reshape([-1] + self.output_shapes[name])
+            if views is not None:
+                if self.is_vector[name]:
+                    # back to the lab frame; isotropic views carry no direction
+                    prediction = torch.einsum("vij,vjp->vip", views.rotation, prediction)
+                    keep = (~views.isotropic).to(prediction.dtype)
+                    prediction = prediction * keep[:, None, None]
+                prediction = _average(prediction, views, n_atoms)
+                last_layer_features = _average(last_layer_features, views, n_atoms)
+            results[name] = prediction
+            results["llf::" + name] = last_layer_features
+        return results
+
+
+def _average(values: torch.Tensor, views: Views, n_atoms: int) -> torch.Tensor:
+    """Weighted sum of per-view ``values`` into their atoms."""
+    weight = views.weight.to(values.dtype).reshape([-1] + [1] * (values.dim() - 1))
+    out = torch.zeros(
+        [n_atoms] + list(values.shape[1:]), dtype=values.dtype, device=values.device
+    )
+    return out.index_add(0, views.atom, values * weight)

@@ -1,0 +1,47 @@
+"""Smooth switching functions used by PET's cutoff and by ECSE's weights.
+
+All of them are exactly constant outside their window, and their gradients stay
+finite everywhere (no NaN leaks through ``torch.where``).
+"""
+
+import math
+
+import torch
+
+# beyond |x| = 1 - _EDGE the stitch is +-1 to machine precision (tanh(>18.5))
+_EDGE = 1e-3
+# SMAX(a, b) + _SMAX_OFFSET / beta >= max(a, b) (Lambert W0(1/e))
+SMAX_OFFSET = 0.2784645427610738
+
+
+def cosine_cutoff(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
+    """PET's cutoff: 1 below ``cutoff - width``, cosine to 0 at ``cutoff``."""
+    x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
+    return 0.5 * (1.0 + torch.cos(math.pi * x))
+
+
+def _stitch(x: torch.Tensor) -> torch.Tensor:
+    """C-infinity step from +1 (x <= -1) to -1 (x >= 1)."""
+    x = x.clamp(-1.0 + _EDGE, 1.0 - _EDGE)
+    return torch.tanh(1.0 / (x + 1.0) + 1.0 / (x - 1.0))
+
+
+def smooth_cutoff(r: torch.Tensor, cutoff: torch.Tensor, width: float) -> torch.Tensor:
+    """ECSE's fc: 1 for r <= cutoff - width, 0 for r >= cutoff, C-infinity between.
+
+    ``cutoff`` may be a tensor (per-atom adaptive cutoffs, with gradients).
+    """
+    return 0.5 * _stitch(2.0 * (r - cutoff + 0.5 * width) / width) + 0.5
+
+
+def smooth_step(
+    g: torch.Tensor, start: torch.Tensor, width: torch.Tensor
+) -> torch.Tensor:
+    """ECSE's q: 0 for g <= start, 1 for g >= start + width."""
+    return 0.5 * _stitch(-2.0 * (g - start - 0.5 * width) / width) + 0.5
+
+
+def smooth_ramp(g: torch.Tensor, start: float, width: float) -> torch.Tensor:
+    """ECSE's q_lin: the step times a linear ramp, growing for more orthogonal pairs."""
+    step = smooth_step(g, torch.full_like(g, start), torch.full_like(g, width))
+    return step * (g - start).clamp(min=0.0) / width

@@ -1,0 +1,77 @@
+"""PET's transformer with cutoff-smoothed attention.
+
+Attention weights towards a neighbour token are multiplied by the neighbour's cutoff
+factor and renormalized, so a neighbour entering or leaving the cutoff changes
+nothing abruptly. The explicit product (instead of ``softmax(... + log c)``) keeps
+gradients finite when a cutoff factor is exactly zero, and supports the double
+backward needed to train on forces.
+"""
+
+import torch
+
+_EPSILON = 1e-10
+
+
+class SmoothAttention(torch.nn.Module):
+    """Multi-head self-attention whose weights are scaled by per-token factors."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(
+                f"d_pet ({d_model}) must be a multiple of num_heads ({num_heads})"
+            )
+        self.num_heads = num_heads
+        self.d_head = d_model // num_heads
+        self.input = torch.nn.Linear(d_model, 3 * d_model)
+        self.output = torch.nn.Linear(d_model, d_model)
+
+    def forward(self, tokens: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """``tokens`` [batch, seq, d]; ``factors`` [batch, seq] in [0, 1]."""
+        batch, seq, d_model = tokens.shape
+        qkv = self.input(tokens).reshape(batch, seq, 3, self.num_heads, self.d_head)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        scores = torch.matmul(query, key.transpose(-1, -2)) * self.d_head**-0.5
+        weights = torch.softmax(scores, dim=-1) * factors[:, None, None, :]
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + _EPSILON)
+        mixed = torch.matmul(weights, value).transpose(1, 2)
+        return self.output(mixed.reshape(batch, seq, d_model))
+
+
+class TransformerLayer(torch.nn.Module):
+    """Post-LayerNorm transformer layer, as in the PET paper."""
+
+    def __init__(self, d_model: int, num_heads: int, d_feedforward: int) -> None:
+        super().__init__()
+        self.attention = SmoothAttention(d_model, num_heads)
+        self.norm_attention = torch.nn.LayerNorm(d_model)
+        self.feedforward = torch.nn.Sequential(
+            torch.nn.Linear(d_model, d_feedforward),
+            torch.nn.SiLU(),
+            torch.nn.Linear(d_feedforward, d_model),
+        )
+        self.norm_feedforward = torch.nn.LayerNorm(d_model)
+
+    def forward(self, tokens: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        tokens = self.norm_attention(tokens + self.attention(tokens, factors))
+        return self.norm_feedforward(tokens + self.feedforward(tokens))
+
+
+class Transformer(torch.nn.Module):
+    """A stack of :class:`TransformerLayer`."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, d_feedforward: int, num_layers: int
+    ) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            [
+                TransformerLayer(d_model, num_heads, d_feedforward)
+                for _ in range(num_layers)
+            ]
+        )
+
+    def forward(self, tokens: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            tokens = layer(tokens, factors)
+        return tokens
