@@ -14,28 +14,26 @@ TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 
 def upgrade(
     checkpoint: Dict[str, Any],
-    version_key: str,
+    kind: str,
     current: int,
     upgrades: Dict[int, Upgrade],
 ) -> Dict[str, Any]:
-    """Upgrade ``checkpoint[version_key]`` step by step to ``current``."""
+    """Upgrade the ``kind`` ("model" or "trainer") part of ``checkpoint`` step by
+    step to version ``current``."""
+    version_key = f"{kind}_ckpt_version"
     version = checkpoint.get(version_key)
     if not isinstance(version, int) or version < 1:
         raise RuntimeError(
             f"this is not a pet_ecse checkpoint or it is corrupt: "
             f"'{version_key}' is {version!r}"
         )
-    if version > current:
-        raise RuntimeError(
-            f"the checkpoint has {version_key} {version}, newer than the "
-            f"{current} this pet-metatrain reads: upgrade pet-metatrain"
-        )
-    while version < current:
-        if version not in upgrades:
-            raise RuntimeError(
-                f"no upgrade from {version_key} {version} to {version + 1}"
-            )
+    while version < current and version in upgrades:
         upgrades[version](checkpoint)
         version += 1
         checkpoint[version_key] = version
+    if version != current:
+        raise RuntimeError(
+            f"Unable to upgrade the checkpoint: the checkpoint is using {kind} "
+            f"version {version}, while the current {kind} version is {current}."
+        )
     return checkpoint

@@ -50,6 +50,10 @@ class PETECSE(ModelInterface[ModelHypers]):
     __default_metadata__ = ModelMetadata(
         references={"architecture": ["https://arxiv.org/abs/2305.19302"]}
     )
+    # TorchScript cannot infer the type of an empty list of Labels
+    component_labels: Dict[str, List[Labels]]
+    vector_targets: List[str]
+    target_names: List[str]
 
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
         super().__init__(hypers, dataset_info, self.__default_metadata__)
@@ -188,7 +192,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         for name in self.target_names:
             if name in outputs or last_layer_features_name(name) in outputs:
                 targets.append(name)
-        if self.symmetrize and (self.symmetrize_in_training or not self.training):
+        if self.symmetrize:
             predictions = self._symmetrized(graph, len(systems), targets)
         else:
             predictions = self._plain(graph, targets)
@@ -399,7 +403,7 @@ class PETECSE(ModelInterface[ModelHypers]):
     def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
         return checkpoints.upgrade(
             checkpoint,
-            "model_ckpt_version",
+            "model",
             cls.__checkpoint_version__,
             checkpoints.MODEL_UPGRADES,
         )

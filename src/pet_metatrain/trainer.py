@@ -448,7 +448,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
     def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
         return checkpoints.upgrade(
             checkpoint,
-            "trainer_ckpt_version",
+            "trainer",
             cls.__checkpoint_version__,
             checkpoints.TRAINER_UPGRADES,
         )

@@ -11,8 +11,7 @@ import torch
 
 from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
 
-# frames lighter than this are dropped (a change of at most ~1e-10, relative)
-_NEGLIGIBLE = 1e-10
+# frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 
 
 class WeightedFrames(NamedTuple):
@@ -32,6 +31,8 @@ class FrameBuilder(torch.nn.Module):
         super().__init__()
         self.outer_cutoff = min(float(cutoff), float(hypers["max_outer_cutoff"]))
         self.beta = float(hypers["beta"])
+        # SMAX_beta(a, b) + offset >= max(a, b)
+        self.smax_offset = SMAX_OFFSET / self.beta
         self.beta_weights = float(hypers["beta_weights"])
         self.width = float(hypers["inner_cutoff_width"])
         self.collinearity = float(hypers["collinearity_threshold"])
@@ -78,7 +79,8 @@ class FrameBuilder(torch.nn.Module):
                 self.collinearity_width,
             )
         )
-        atom, first, second = torch.nonzero(weights > _NEGLIGIBLE, as_tuple=True)
+        candidates = torch.nonzero(weights > 1e-10)
+        atom, first, second = candidates[:, 0], candidates[:, 1], candidates[:, 2]
         frame_weights = weights[atom, first, second]
         rotations = _pair_frames(edge_vectors[atom, first], edge_vectors[atom, second])
         group = atom_group[atom]
@@ -96,7 +98,7 @@ class FrameBuilder(torch.nn.Module):
         r_j = distances[:, :, None]
         r_k = distances[:, None, :]
         pair_max = r_k + (r_j - r_k) * torch.sigmoid(self.beta * (r_j - r_k))
-        values = pair_max + SMAX_OFFSET / self.beta
+        values = pair_max + self.smax_offset
         start = torch.full_like(sine2, self.collinearity)
         width = torch.full_like(sine2, self.collinearity_width)
         upper = torch.ones(
@@ -108,12 +110,19 @@ class FrameBuilder(torch.nn.Module):
             * smooth_step(sine2, start, width)
             * upper
         )
+        # the outer cutoff itself enters the smooth minimum with weight one
         values = torch.cat(
-            [values.reshape(n_atoms, -1), torch.full_like(distances[:, :1], self.outer_cutoff)],
+            [
+                values.reshape(n_atoms, n_neighbors * n_neighbors),
+                distances.new_full((n_atoms, 1), self.outer_cutoff),
+            ],
             dim=1,
         )
         pair_weights = torch.cat(
-            [pair_weights.reshape(n_atoms, -1), torch.ones_like(distances[:, :1])],
+            [
+                pair_weights.reshape(n_atoms, n_neighbors * n_neighbors),
+                distances.new_ones((n_atoms, 1)),
+            ],
             dim=1,
         )
         shift = torch.where(pair_weights > 0, values, torch.full_like(values, 1e30))
@@ -145,7 +154,7 @@ class FrameBuilder(torch.nn.Module):
             )
             off = pruning_off[group]
             weights = weights * (keep * (1.0 - off) + off)
-            selected = weights > _NEGLIGIBLE
+            selected = weights > 1e-10
             group = group[selected]
             rotations = rotations[selected]
             weights = weights[selected]

@@ -11,8 +11,6 @@ import torch
 from metatensor.torch import Labels
 from metatomic.torch import NeighborListOptions, System
 
-# edges shorter than this are two atoms on top of each other
-_MIN_DISTANCE = 1e-4
 
 
 class EdgeGraph(NamedTuple):
@@ -78,8 +76,10 @@ def systems_to_graph(
     shift_vectors = torch.einsum("ei,eij->ej", shifts.to(positions.dtype), cell)
     vectors = positions[neighbors] - positions[centers] + shift_vectors
     distances = torch.linalg.vector_norm(vectors, dim=-1)
-    if vectors.shape[0] > 0 and bool(torch.any(distances < _MIN_DISTANCE)):
-        bad = int(torch.nonzero(distances < _MIN_DISTANCE)[0, 0])
+    # edges shorter than 1e-4 are two atoms on top of each other
+    overlapping = distances < 1e-4
+    if bool(torch.any(overlapping)):
+        bad = int(torch.nonzero(overlapping)[0, 0])
         raise ValueError(
             f"atoms {int(centers[bad])} and {int(neighbors[bad])} (batch indices) "
             f"of system {int(edge_system[bad])} are at the same position: "
@@ -105,7 +105,8 @@ def systems_to_graph(
     padded_distances = padded_distances.index_copy(0, flat_slot, distances)
     mask = torch.zeros(size, dtype=torch.bool, device=device)
     mask[flat_slot] = True
-    neighbor_species = torch.zeros(size, dtype=species.dtype, device=device)
+    # padded slots get the centre's own (valid) species; they are masked anyway
+    neighbor_species = torch.repeat_interleave(species, max_neighbors)
     neighbor_species[flat_slot] = species[neighbors]
 
     reverse = torch.arange(size, device=device)

@@ -68,7 +68,9 @@ class MessagePassingBlock(torch.nn.Module):
         )
         central = self.central_embedding(species_index)[:, None, :]
         tokens = torch.cat([central, edge_tokens], dim=1)
-        ones = torch.ones_like(factors[:, :1])
+        ones = torch.ones(
+            factors.shape[0], 1, dtype=factors.dtype, device=factors.device
+        )
         return self.transformer(tokens, torch.cat([ones, factors], dim=1))
 
 
@@ -77,6 +79,7 @@ class PETNetwork(torch.nn.Module):
 
     def __init__(self, hypers: Dict, atomic_types: List[int]) -> None:
         super().__init__()
+        self.atomic_types: List[int] = list(atomic_types)
         self.d_pet = int(hypers["d_pet"])
         self.d_head = int(hypers["d_head"])
         self.num_blocks = int(hypers["num_gnn_layers"])
@@ -116,10 +119,9 @@ class PETNetwork(torch.nn.Module):
         index = self.species_to_index[species.clamp(0, known - 1)]
         unknown = (species >= known) | (species < 0) | (index < 0)
         if bool(torch.any(unknown)):
-            bad = species[unknown].unique().tolist()
+            bad = int(species[unknown][0])
             raise ValueError(
-                f"unknown atomic type(s) {bad}: this model was trained on "
-                f"{torch.nonzero(self.species_to_index >= 0).flatten().tolist()}"
+                f"unknown atomic type {bad}: this model knows {self.atomic_types}"
             )
         return index
 
@@ -172,26 +174,33 @@ class PETNetwork(torch.nn.Module):
             edge_tokens = tokens[:, 1:]
             features.append(tokens[:, 0])
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
-            reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, -1)[reverse]
+            reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
+                reverse
+            ]
             messages = 0.5 * (messages + reverse_tokens.reshape(messages.shape))
 
         results: Dict[str, torch.Tensor] = {"features": torch.cat(features, dim=1)}
+        last_layer_features: Dict[str, torch.Tensor] = {}
+        raw_predictions: Dict[str, torch.Tensor] = {}
         for name, last_layer in self.last_layers.items():
-            if name not in head_features:
-                continue
-            last_layer_features = torch.cat(head_features[name], dim=1)
-            prediction = last_layer(last_layer_features)
-            prediction = prediction.reshape([-1] + self.output_shapes[name])
+            if name in head_features:
+                last_layer_features[name] = torch.cat(head_features[name], dim=1)
+                raw_predictions[name] = last_layer(last_layer_features[name])
+        for name in targets:
+            llf = last_layer_features[name]
+            prediction = raw_predictions[name].reshape([-1] + self.output_shapes[name])
             if views is not None:
                 if self.is_vector[name]:
                     # back to the lab frame; isotropic views carry no direction
-                    prediction = torch.einsum("vij,vjp->vip", views.rotation, prediction)
+                    prediction = torch.einsum(
+                        "vij,vjp->vip", views.rotation, prediction
+                    )
                     keep = (~views.isotropic).to(prediction.dtype)
                     prediction = prediction * keep[:, None, None]
                 prediction = _average(prediction, views, n_atoms)
-                last_layer_features = _average(last_layer_features, views, n_atoms)
+                llf = _average(llf, views, n_atoms)
             results[name] = prediction
-            results["llf::" + name] = last_layer_features
+            results["llf::" + name] = llf
         return results
 
 

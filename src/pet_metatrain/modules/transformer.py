@@ -9,8 +9,6 @@ backward needed to train on forces.
 
 import torch
 
-_EPSILON = 1e-10
-
 
 class SmoothAttention(torch.nn.Module):
     """Multi-head self-attention whose weights are scaled by per-token factors."""
@@ -33,7 +31,7 @@ class SmoothAttention(torch.nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         scores = torch.matmul(query, key.transpose(-1, -2)) * self.d_head**-0.5
         weights = torch.softmax(scores, dim=-1) * factors[:, None, None, :]
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + _EPSILON)
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-10)
         mixed = torch.matmul(weights, value).transpose(1, 2)
         return self.output(mixed.reshape(batch, seq, d_model))
 
