@@ -275,7 +275,9 @@ class PETECSE(ModelInterface[ModelHypers]):
                 torch.arange(n_atoms, device=graph.species.device),
                 n_atoms,
             )
-            views = Views(frames.group, frames.rotation, frames.weight, frames.isotropic)
+            views = Views(
+                frames.group, frames.rotation, frames.weight, frames.isotropic
+            )
             return self.network(
                 geometry,
                 factors,
@@ -287,7 +289,11 @@ class PETECSE(ModelInterface[ModelHypers]):
             )
 
         frames = self.frame_builder(
-            graph.edge_vectors, graph.distances, graph.mask, graph.system_index, n_systems
+            graph.edge_vectors,
+            graph.distances,
+            graph.mask,
+            graph.system_index,
+            n_systems,
         )
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size

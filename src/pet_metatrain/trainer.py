@@ -51,7 +51,10 @@ from .model import PETECSE
 
 
 def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer, num_epochs: int, steps_per_epoch: int, warmup: float
+    optimizer: torch.optim.Optimizer,
+    num_epochs: int,
+    steps_per_epoch: int,
+    warmup: float,
 ) -> LambdaLR:
     """Linear warm-up over a fraction of the steps, then cosine decay to zero."""
     total = num_epochs * steps_per_epoch
@@ -189,12 +192,16 @@ class Trainer(TrainerInterface[TrainerHypers]):
         for epoch in range(start_epoch, hypers["num_epochs"]):
             for sampler in epoch_samplers:
                 sampler.set_epoch(epoch)
-            log_this_epoch = (
-                epoch == start_epoch or epoch % hypers["log_interval"] == 0
-            )
+            log_this_epoch = epoch == start_epoch or epoch % hypers["log_interval"] == 0
             train_info = self._run_epoch(
-                model, train_dataloader, loss_fn, dtype, device, is_distributed,
-                optimizer=optimizer, scheduler=scheduler,
+                model,
+                train_dataloader,
+                loss_fn,
+                dtype,
+                device,
+                is_distributed,
+                optimizer=optimizer,
+                scheduler=scheduler,
             )
             with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
                 val_info = self._run_epoch(
@@ -294,7 +301,10 @@ class Trainer(TrainerInterface[TrainerHypers]):
                 return [None] * len(datasets)
             return [
                 DistributedSampler(
-                    d, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                    d,
+                    num_replicas=world_size,
+                    rank=rank,
+                    shuffle=shuffle,
                     drop_last=shuffle,
                 )
                 for d in datasets
@@ -385,17 +395,16 @@ class Trainer(TrainerInterface[TrainerHypers]):
                 torch.distributed.all_reduce(loss)
             total_loss += loss.item()
 
-            def unscale(tensors: Dict) -> Dict:
-                return raw_model.scaler.apply_scales(
+            scaled_predictions, scaled_targets = (
+                raw_model.scaler.apply_scales(
                     systems,
                     tensors,
                     remove=False,
                     use_per_target_scales=True,
                     use_per_property_scales=False,
                 )
-
-            scaled_predictions = unscale(predictions)
-            scaled_targets = unscale(targets)
+                for tensors in (predictions, targets)
+            )
             for accumulator in accumulators:
                 accumulator.update(scaled_predictions, scaled_targets, extra_data)
 

@@ -58,11 +58,15 @@ class FrameBuilder(torch.nn.Module):
         inside = mask & (distances < self.outer_cutoff)
         safe_distances = torch.where(inside, distances, torch.ones_like(distances))
         units = edge_vectors / safe_distances[:, :, None]
-        sine2 = torch.linalg.cross(
-            units[:, :, None, :].expand(-1, -1, units.shape[1], -1),
-            units[:, None, :, :].expand(-1, units.shape[1], -1, -1),
-            dim=-1,
-        ).square().sum(-1)
+        sine2 = (
+            torch.linalg.cross(
+                units[:, :, None, :].expand(-1, -1, units.shape[1], -1),
+                units[:, None, :, :].expand(-1, units.shape[1], -1, -1),
+                dim=-1,
+            )
+            .square()
+            .sum(-1)
+        )
         outer = torch.tensor(self.outer_cutoff, dtype=dtype, device=distances.device)
         outer_factors = smooth_cutoff(distances, outer, self.width) * inside
         inner = self._inner_cutoff(distances, sine2, outer_factors)
@@ -75,7 +79,8 @@ class FrameBuilder(torch.nn.Module):
             inner_factors[:, :, None]
             * inner_factors[:, None, :]
             * smooth_ramp(
-                sine2, self.collinearity - self.collinearity_width,
+                sine2,
+                self.collinearity - self.collinearity_width,
                 self.collinearity_width,
             )
         )

@@ -50,9 +50,7 @@ def rotated_copies(
     xyz = xyz * (~frames.isotropic[frame]).to(xyz.dtype)[:, None, None]
     max_neighbors = geometry.shape[1]
     # edges stay within their structure: shift reverse indices by the copy offset
-    offset = ((torch.arange(total, device=atom.device) - atom) * max_neighbors)[
-        :, None
-    ]
+    offset = ((torch.arange(total, device=atom.device) - atom) * max_neighbors)[:, None]
     slots = atom[:, None] * max_neighbors + torch.arange(
         max_neighbors, device=atom.device
     )
@@ -78,15 +76,11 @@ def accumulate_copies(
     weight = frames.weight[copies.frame]
     for name, value in outputs.items():
         if name in vector_outputs:
-            value = torch.einsum(
-                "aij,ajp->aip", frames.rotation[copies.frame], value
+            value = torch.einsum("aij,ajp->aip", frames.rotation[copies.frame], value)
+            value = (
+                value * (~frames.isotropic[copies.frame]).to(value.dtype)[:, None, None]
             )
-            value = value * (~frames.isotropic[copies.frame]).to(value.dtype)[
-                :, None, None
-            ]
-        scaled = value * weight.to(value.dtype).reshape(
-            [-1] + [1] * (value.dim() - 1)
-        )
+        scaled = value * weight.to(value.dtype).reshape([-1] + [1] * (value.dim() - 1))
         results[name] = results[name].index_add(0, copies.atom, scaled)
 
 

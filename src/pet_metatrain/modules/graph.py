@@ -12,7 +12,6 @@ from metatensor.torch import Labels
 from metatomic.torch import NeighborListOptions, System
 
 
-
 class EdgeGraph(NamedTuple):
     """A batch of systems as padded per-atom neighbourhoods."""
 
@@ -26,9 +25,7 @@ class EdgeGraph(NamedTuple):
     samples: Labels  # ("system", "atom") of every atom
 
 
-def systems_to_graph(
-    systems: List[System], options: NeighborListOptions
-) -> EdgeGraph:
+def systems_to_graph(systems: List[System], options: NeighborListOptions) -> EdgeGraph:
     """Concatenate ``systems`` and pad their neighbour lists per centre atom.
 
     Edge vectors are recomputed from positions, cell and cell shifts so that
@@ -92,9 +89,9 @@ def systems_to_graph(
     max_neighbors = int(counts.max()) if centers.shape[0] > 0 else 0
     first_edge = torch.cumsum(counts, 0) - counts
     sorted_centers = centers[order]
-    slot_in_center = torch.arange(order.shape[0], device=device) - first_edge[
-        sorted_centers
-    ]
+    slot_in_center = (
+        torch.arange(order.shape[0], device=device) - first_edge[sorted_centers]
+    )
     flat_slot = torch.empty_like(order)
     flat_slot[order] = sorted_centers * max_neighbors + slot_in_center
 

@@ -86,9 +86,7 @@ class PETNetwork(torch.nn.Module):
         lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
         self.register_buffer("species_to_index", lookup, persistent=False)
-        self.neighbor_embedding = torch.nn.Embedding(
-            len(atomic_types), hypers["d_pet"]
-        )
+        self.neighbor_embedding = torch.nn.Embedding(len(atomic_types), hypers["d_pet"])
         self.blocks = torch.nn.ModuleList(
             [
                 MessagePassingBlock(hypers, len(atomic_types))

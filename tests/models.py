@@ -1,0 +1,130 @@
+"""Small untrained pet_ecse models and helpers to evaluate them on ASE structures.
+
+Random weights are the harshest test of exactness: nothing about them is close to
+invariant, so any symmetry is the protocol's.
+"""
+
+import copy
+
+import ase
+import numpy as np
+import torch
+from metatomic.torch import ModelOutput, System, systems_to_torch
+from metatrain.utils.architectures import get_default_hypers
+from metatrain.utils.data import DatasetInfo
+from metatrain.utils.data.target_info import (
+    get_energy_target_info,
+    get_generic_target_info,
+)
+from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+from pet_metatrain import PETECSE
+
+TYPES = [1, 6, 7, 8]
+
+
+def small_hypers(method: str = "ecse", frames: str = "structure", **model) -> dict:
+    hypers = copy.deepcopy(get_default_hypers("pet_ecse")["model"])
+    hypers.update(
+        cutoff=4.0,
+        d_pet=8,
+        d_head=8,
+        d_feedforward=16,
+        num_heads=2,
+        num_attention_layers=1,
+        num_gnn_layers=2,
+    )
+    hypers.update(model)
+    hypers["symmetrization"]["method"] = method
+    hypers["symmetrization"]["frames"] = frames
+    return hypers
+
+
+def dataset_info(with_dipole: bool = False) -> DatasetInfo:
+    targets = {
+        "energy": get_energy_target_info(
+            "energy",
+            {"quantity": "energy", "unit": "eV"},
+            add_position_gradients=True,
+            add_strain_gradients=True,
+        )
+    }
+    if with_dipole:
+        targets["dipole"] = get_generic_target_info(
+            "dipole",
+            {
+                "quantity": "",
+                "unit": "",
+                "type": {"cartesian": {"rank": 1}},
+                "num_subtargets": 2,
+                "per_atom": False,
+                "sample_kind": "system",
+            },
+        )
+    return DatasetInfo(length_unit="angstrom", atomic_types=TYPES, targets=targets)
+
+
+def make_model(
+    dtype: torch.dtype = torch.float64, seed: int = 0, with_dipole: bool = False, **kw
+) -> PETECSE:
+    torch.manual_seed(seed)
+    model = PETECSE(small_hypers(**kw), dataset_info(with_dipole))
+    return model.to(dtype).eval()
+
+
+def evaluate(
+    model: PETECSE,
+    frames: list,
+    outputs: tuple = ("energy",),
+    per_atom: bool = False,
+    forces: bool = True,
+) -> dict:
+    """Energies [n], forces (list of [n_atoms, 3]) and stress [n, 3, 3] (where
+    periodic), plus any other requested output, as numpy arrays."""
+    dtype = next(model.parameters()).dtype
+    systems = []
+    strains = []
+    for atoms in frames:
+        system = systems_to_torch(atoms, dtype=dtype, positions_requires_grad=forces)
+        if forces:
+            strain = torch.eye(3, dtype=dtype, requires_grad=True)
+            system = System(
+                types=system.types,
+                positions=system.positions @ strain,
+                cell=system.cell @ strain,
+                pbc=system.pbc,
+            )
+            strains.append((system.positions, strain))
+        systems.append(
+            get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+        )
+    kind = "atom" if per_atom else "system"
+    results = model(systems, {name: ModelOutput(sample_kind=kind) for name in outputs})
+    energy = results["energy"].block().values
+    out = {name: results[name].block().values.detach().numpy() for name in outputs}
+    if forces:
+        tensors = [p for p, _ in strains] + [s for _, s in strains]
+        grads = torch.autograd.grad(energy.sum(), tensors, allow_unused=True)
+        n = len(frames)
+        out["forces"] = [-g.detach().numpy() for g in grads[:n]]
+        out["stress"] = [
+            g.detach().numpy() / abs(np.linalg.det(a.cell)) if a.pbc.all() else None
+            for g, a in zip(grads[n:], frames, strict=True)
+        ]
+    return out
+
+
+def rotated(atoms: ase.Atoms, rotation: np.ndarray) -> ase.Atoms:
+    copy_ = atoms.copy()
+    copy_.positions = atoms.positions @ rotation.T
+    if atoms.pbc.any():
+        copy_.cell = atoms.cell[:] @ rotation.T
+    return copy_
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q

@@ -1,0 +1,229 @@
+"""ECSE: exact rotational equivariance, invariances, smoothness, degenerate inputs."""
+
+import ase
+import ase.build
+import numpy as np
+import pytest
+import torch
+from models import evaluate, make_model, random_rotation, rotated
+
+
+def ethanol() -> ase.Atoms:
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
+    return atoms
+
+
+def periodic_cell() -> ase.Atoms:
+    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
+    atoms.numbers[[1, 5]] = 7
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+def rotation_errors(model, frames, seed=0, count=3):
+    """Largest relative energy error and absolute force/stress errors over random
+    rotations of ``frames`` (evaluated as one batch)."""
+    reference = evaluate(model, frames)
+    rng = np.random.default_rng(seed)
+    energy_error = force_error = stress_error = 0.0
+    for _ in range(count):
+        rotation = random_rotation(rng)
+        result = evaluate(model, [rotated(a, rotation) for a in frames])
+        scale = np.abs(reference["energy"]).max()
+        energy_error = max(
+            energy_error,
+            np.abs(result["energy"] - reference["energy"]).max() / scale,
+        )
+        for f0, f1 in zip(reference["forces"], result["forces"], strict=True):
+            force_error = max(force_error, np.abs(f0 @ rotation.T - f1).max())
+        for s0, s1 in zip(reference["stress"], result["stress"], strict=True):
+            if s0 is not None:
+                expected = rotation @ s0 @ rotation.T
+                stress_error = max(stress_error, np.abs(expected - s1).max())
+    return energy_error, force_error, stress_error
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_float64_exact_for_molecules_cells_and_batches(frames):
+    model = make_model(frames=frames)
+    energy, force, stress = rotation_errors(model, [ethanol(), periodic_cell()])
+    assert energy < 1e-10
+    assert force < 1e-9
+    assert stress < 1e-9
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_float32_exact_to_round_off(frames):
+    model = make_model(dtype=torch.float32, frames=frames)
+    energy, force, _ = rotation_errors(model, [ethanol()])
+    assert energy < 1e-5
+    assert force < 1e-4
+
+
+def test_plain_pet_is_not_equivariant():
+    model = make_model(method="none")
+    energy, force, _ = rotation_errors(model, [ethanol()])
+    assert energy > 1e-4
+    assert force > 1e-3
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_vector_outputs_rotate(frames):
+    model = make_model(frames=frames, with_dipole=True)
+    atoms = ethanol()
+    rotation = random_rotation(np.random.default_rng(3))
+    reference = evaluate(model, [atoms], ("energy", "dipole"), forces=False)
+    result = evaluate(model, [rotated(atoms, rotation)], ("energy", "dipole"), False)
+    dipole = reference["dipole"][0]  # [3, properties]
+    assert np.abs(dipole).max() > 1e-3
+    np.testing.assert_allclose(rotation @ dipole, result["dipole"][0], atol=1e-10)
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_per_atom_energies_and_selected_atoms_are_invariant(frames):
+    model = make_model(frames=frames)
+    atoms = ethanol()
+    rotation = random_rotation(np.random.default_rng(4))
+    reference = evaluate(model, [atoms], per_atom=True, forces=False)["energy"]
+    result = evaluate(model, [rotated(atoms, rotation)], per_atom=True, forces=False)
+    np.testing.assert_allclose(reference, result["energy"], atol=1e-10)
+
+
+def test_permutation_and_translation_invariance():
+    model = make_model()
+    atoms = ethanol()
+    order = np.random.default_rng(5).permutation(len(atoms))
+    shifted = atoms.copy()
+    shifted.positions += [1.3, -2.1, 0.7]
+    results = evaluate(model, [atoms, atoms[order], shifted])
+    energies = results["energy"].ravel()
+    np.testing.assert_allclose(energies[1:], energies[0], rtol=1e-10)
+    np.testing.assert_allclose(
+        results["forces"][1], results["forces"][0][order], atol=1e-9
+    )
+    np.testing.assert_allclose(results["forces"][2], results["forces"][0], atol=1e-9)
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_forces_match_finite_differences(frames):
+    model = make_model(frames=frames)
+    atoms = ethanol()
+    forces = evaluate(model, [atoms])["forces"][0]
+    step = 1e-5
+    for atom, axis in [(0, 0), (3, 1), (8, 2)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += step
+        minus.positions[atom, axis] -= step
+        energies = evaluate(model, [plus, minus], forces=False)["energy"].ravel()
+        numerical = -(energies[0] - energies[1]) / (2 * step)
+        assert numerical == pytest.approx(forces[atom, axis], rel=1e-5, abs=1e-7)
+
+
+def path_residuals(model, make_atoms, parameters, moving: int) -> np.ndarray:
+    """Trapezoid-rule check along a path: the energy change between two points must
+    equal minus the work of the forces on the moving atom. A jump in the energy (a
+    frame appearing or vanishing abruptly) leaves a residual of the jump's size
+    however fine the path; a smooth but steep stretch leaves one that shrinks as
+    the step cubed."""
+    frames = [make_atoms(p) for p in parameters]
+    results = evaluate(model, frames)
+    energies = results["energy"].ravel()
+    residuals = []
+    for i in range(len(frames) - 1):
+        displacement = frames[i + 1].positions[moving] - frames[i].positions[moving]
+        mean_force = 0.5 * (results["forces"][i] + results["forces"][i + 1])[moving]
+        residuals.append(energies[i + 1] - energies[i] + mean_force @ displacement)
+    return np.abs(residuals)
+
+
+def assert_continuous(model, make_atoms, parameters, moving: int) -> None:
+    """Scan the path, then zoom into the worst intervals (200-fold, up to three
+    times): a jump keeps its residual at every zoom, a steep but smooth stretch
+    (pruning switching frames off) falls below 1e-7 eV."""
+    residuals = path_residuals(model, make_atoms, parameters, moving)
+    for i in np.argsort(residuals)[-2:]:
+        low, high = parameters[i], parameters[i + 1]
+        for _ in range(3):
+            fine = np.linspace(low, high, 201)
+            zoomed = path_residuals(model, make_atoms, fine, moving)
+            if zoomed.max() < 1e-7:
+                break
+            worst = int(np.argmax(zoomed))
+            low, high = fine[worst], fine[worst + 1]
+        assert zoomed.max() < 1e-7
+
+
+def stretched(distance: float) -> ase.Atoms:
+    """A bent triatomic plus a fourth atom moving radially out of the cutoffs."""
+    atoms = ase.Atoms(
+        "CONH", positions=[[0, 0, 0], [1.2, 0, 0], [-0.4, 1.1, 0], [0, 0, 0]]
+    )
+    atoms.positions[3] = (
+        distance * np.array([0.3, -0.5, 0.81]) / np.linalg.norm([0.3, -0.5, 0.81])
+    )
+    return atoms
+
+
+def bent(angle_degrees: float) -> ase.Atoms:
+    """A triatomic opened towards linearity (crossing the collinearity window)."""
+    angle = np.radians(angle_degrees)
+    return ase.Atoms(
+        "OCN",
+        positions=[
+            [1.2, 0, 0],
+            [0, 0, 0],
+            [1.15 * np.cos(angle), 1.15 * np.sin(angle), 0],
+        ],
+    )
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_smooth_when_a_neighbor_crosses_inner_and_outer_cutoffs(frames):
+    model = make_model(frames=frames)
+    assert_continuous(model, stretched, np.linspace(1.0, 4.2, 321), moving=3)
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_smooth_across_collinearity_and_pruning_thresholds(frames):
+    model = make_model(frames=frames)
+    assert_continuous(model, bent, np.linspace(120.0, 180.0, 301), moving=2)
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize(
+    "atoms",
+    [
+        ase.Atoms("C", positions=[[0, 0, 0]]),
+        ase.Atoms("CO", positions=[[0, 0, 0], [20, 0, 0]]),
+        ase.Atoms("CO", positions=[[0, 0, 0], [1.13, 0, 0]]),
+        ase.Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [1.16, 0, 0]]),
+        ase.Atoms("C5", positions=[[1.3 * i, 0, 0] for i in range(5)]),
+        ase.Atoms("COH", positions=[[0, 0, 0], [1.2, 0, 0], [5.0, 3.0, 0]]),
+        ase.build.bulk("C", "diamond", 3.567, cubic=True),
+    ],
+    ids=["atom", "separated", "diatomic", "CO2", "chain", "lone", "crystal"],
+)
+def test_degenerate_inputs_are_finite_and_invariant(atoms, frames):
+    model = make_model(frames=frames)
+    energy, force, _ = rotation_errors(model, [atoms], count=2)
+    results = evaluate(model, [atoms])
+    assert np.isfinite(results["energy"]).all()
+    assert np.isfinite(results["forces"][0]).all()
+    assert energy < 1e-10
+    assert force < 1e-9
+
+
+def test_overlapping_atoms_are_refused():
+    model = make_model()
+    atoms = ase.Atoms("CO", positions=[[0, 0, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match="same position"):
+        evaluate(model, [atoms])
+
+
+def test_deterministic():
+    model = make_model()
+    first = evaluate(model, [ethanol(), periodic_cell()])
+    second = evaluate(model, [ethanol(), periodic_cell()])
+    np.testing.assert_array_equal(first["energy"], second["energy"])
+    np.testing.assert_array_equal(first["forces"][1], second["forces"][1])
