@@ -1,6 +1,7 @@
 """metatrain's shared architecture test suite, run on ``pet_ecse``."""
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,7 @@ class TestTraining(TrainingTests, PETECSETests):
 
 class TestCheckpoints(CheckpointTests, PETECSETests):
     @pytest.fixture(autouse=True)
-    def working_directory(self, monkeypatch):
+    def working_directory(self, tmp_path, monkeypatch):
         """The suite finds reference checkpoints in ``checkpoints/``."""
-        monkeypatch.chdir(Path(__file__).parent)
+        shutil.copytree(Path(__file__).parent / "checkpoints", tmp_path / "checkpoints")
+        monkeypatch.chdir(tmp_path)

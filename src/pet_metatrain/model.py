@@ -65,15 +65,7 @@ class PETECSE(ModelInterface[ModelHypers]):
             cutoff=self.cutoff, full_list=True, strict=True
         )
 
-        symmetrization = hypers["symmetrization"]
-        self.symmetrize = symmetrization["method"] == "ecse"
-        self.symmetrize_in_training = bool(symmetrization["during_training"])
-        frames = symmetrization["frames"]
-        if frames == "auto":
-            frames = "atom" if self.symmetrize_in_training else "structure"
-        self.per_atom_frames = frames == "atom"
-        self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
-        self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
+        self.set_symmetrization(hypers["symmetrization"])
 
         self.network = PETNetwork(dict(hypers), self.atomic_types)
         self.outputs: Dict[str, ModelOutput] = {
@@ -96,6 +88,20 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
         self.single_label = Labels.single()
         self.has_new_targets = False
+
+    def set_symmetrization(self, symmetrization: Dict[str, Any]) -> None:
+        """Apply a ``symmetrization`` block (it holds no weights, so it can change
+        between training, fine-tuning and export)."""
+        self.hypers["symmetrization"] = dict(symmetrization)
+        self.symmetrize = symmetrization["method"] == "ecse"
+        self.symmetrize_in_training = bool(symmetrization["during_training"])
+        frames = symmetrization["frames"]
+        if frames == "auto":
+            # in-block (atom) frames change the function: only where trained so
+            frames = "atom" if self.symmetrize_in_training else "structure"
+        self.per_atom_frames = frames == "atom"
+        self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
+        self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_spherical or target.is_atomic_basis:
@@ -142,11 +148,19 @@ class PETECSE(ModelInterface[ModelHypers]):
         self, dataset_info: DatasetInfo, model_hypers: Optional[dict[str, Any]] = None
     ) -> "PETECSE":
         if model_hypers is not None:
+            model_hypers = dict(model_hypers)
+            # fine-tuning may switch ECSE on (e.g. during_training: true)
+            symmetrization = model_hypers.pop("symmetrization", None)
+            defaults = get_default_hypers(ARCHITECTURE_NAME)["model"]
             raise_if_hypers_mismatch(
-                self.hypers,
+                {k: v for k, v in self.hypers.items() if k != "symmetrization"},
                 model_hypers,
-                default_hypers=get_default_hypers(ARCHITECTURE_NAME)["model"],
+                default_hypers=defaults,
             )
+            if symmetrization is not None:
+                self.set_symmetrization(
+                    {**defaults["symmetrization"], **dict(symmetrization)}
+                )
         merged = self.dataset_info.union(dataset_info)
         new_types = [t for t in merged.atomic_types if t not in self.atomic_types]
         if new_types:
