@@ -27,6 +27,7 @@ from metatrain.utils.distributed.distributed_data_parallel import (
     DistributedDataParallel,
 )
 from metatrain.utils.distributed.slurm import (
+    DistributedEnvironment,
     initialize_slurm_nccl_process_group,
     resolve_distributed,
 )
@@ -67,6 +68,16 @@ def warmup_cosine_schedule(
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return LambdaLR(optimizer, lr_lambda=factor)
+
+
+def _init_process_group(device: torch.device, port: int) -> tuple:
+    """One process per SLURM task: NCCL on GPUs (metatrain's set-up), gloo on
+    CPUs. Returns (device, world size, rank)."""
+    if device.type == "cuda":
+        return initialize_slurm_nccl_process_group(port)
+    DistributedEnvironment(port)
+    torch.distributed.init_process_group(backend="gloo")
+    return device, torch.distributed.get_world_size(), torch.distributed.get_rank()
 
 
 class Trainer(TrainerInterface[TrainerHypers]):
@@ -118,8 +129,8 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     "distributed training runs one device per process: set "
                     "`device` to cuda or cpu, not multi-gpu"
                 )
-            device, world_size, rank = initialize_slurm_nccl_process_group(
-                hypers["distributed_port"]
+            device, world_size, rank = _init_process_group(
+                devices[0], hypers["distributed_port"]
             )
         else:
             device, world_size, rank = devices[0], 1, 0
@@ -157,7 +168,9 @@ class Trainer(TrainerInterface[TrainerHypers]):
         )
         targets = model.dataset_info.targets
         if is_distributed:
-            model = DistributedDataParallel(model, device_ids=[device])
+            model = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
+            )
         raw_model = model.module if is_distributed else model
 
         loss_fn = LossAggregator(

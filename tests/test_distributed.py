@@ -1,0 +1,209 @@
+"""Data-parallel training across 2 CPU processes (gloo, SLURM variables set by the
+test, loopback only), and training from metatrain's disk (zip) data sets."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import ase
+import ase.build
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import labelled, write
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import systems_to_torch
+from metatrain.utils.data.writers import DiskDatasetWriter
+
+BIN = Path(sys.executable).parent
+MODEL = {
+    "cutoff": 4.0,
+    "d_pet": 8,
+    "d_head": 8,
+    "d_feedforward": 16,
+    "num_heads": 2,
+    "num_attention_layers": 1,
+    "num_gnn_layers": 1,
+}
+
+
+def methanols(count: int, seed: int) -> list:
+    """Same-size molecules, so that every process sees as many atoms (the force
+    loss is a mean over atoms)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = ase.build.molecule("CH3OH")
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        frames.append(labelled(atoms))
+    return frames
+
+
+def options(batch_size: int, train: str = "train.xyz") -> dict:
+    return {
+        "seed": 0,
+        "base_precision": 64,
+        "device": "cpu",
+        "architecture": {
+            "name": "pet_ecse",
+            "model": MODEL,
+            "training": {
+                "num_epochs": 2,
+                "batch_size": batch_size,
+                "learning_rate": 1e-3,
+                "augmentation": False,  # random rotations differ between runs
+                "num_workers": 0,
+                "distributed_port": _free_port(),
+            },
+        },
+        "training_set": {
+            "systems": {"read_from": train, "length_unit": "angstrom"},
+            "targets": {
+                "energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}
+            },
+        },
+        "validation_set": {
+            "systems": {"read_from": "val.xyz", "length_unit": "angstrom"},
+            "targets": {
+                "energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}
+            },
+        },
+        "test_set": 0.0,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _environment(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def train(directory: Path, batch_size: int, processes: int = 1, **kw) -> None:
+    (directory / "options.yaml").write_text(yaml.safe_dump(options(batch_size, **kw)))
+    command = [str(BIN / "mtt"), "train", "options.yaml"]
+    if processes == 1:
+        runs = [subprocess.Popen(command, cwd=directory, env=_environment())]
+    else:
+        slurm = {
+            "SLURM_JOB_ID": "1",
+            "SLURM_NTASKS": str(processes),
+            "SLURM_JOB_NODELIST": "localhost",
+        }
+        runs = [
+            subprocess.Popen(
+                command,
+                cwd=directory,
+                env=_environment(
+                    SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), **slurm
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for rank in range(processes)
+        ]
+    for run in runs:
+        output, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, output
+
+
+def energy_with_forces(atoms: ase.Atoms) -> TensorMap:
+    """The energy of ``atoms`` and its position gradients (minus the forces), laid
+    out as metatrain stores targets."""
+    properties = Labels(["energy"], torch.tensor([[0]]))
+    block = TensorBlock(
+        values=torch.tensor([[atoms.get_potential_energy()]], dtype=torch.float64),
+        samples=Labels(["system"], torch.tensor([[0]])),
+        components=[],
+        properties=properties,
+    )
+    n_atoms = len(atoms)
+    gradient = TensorBlock(
+        values=-torch.tensor(atoms.get_forces(), dtype=torch.float64).reshape(
+            n_atoms, 3, 1
+        ),
+        samples=Labels(
+            ["sample", "atom"],
+            torch.stack(
+                [
+                    torch.zeros(n_atoms, dtype=torch.int32),
+                    torch.arange(n_atoms, dtype=torch.int32),
+                ],
+                dim=1,
+            ),
+        ),
+        components=[Labels(["xyz"], torch.arange(3).reshape(-1, 1))],
+        properties=properties,
+    )
+    block.add_gradient("positions", gradient)
+    return TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=False)["model_state_dict"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("data")
+    write(directory / "train.xyz", methanols(8, seed=1))
+    write(directory / "val.xyz", methanols(4, seed=2))
+    return directory
+
+
+def _copy_data(source: Path, destination: Path) -> None:
+    for name in ("train.xyz", "val.xyz"):
+        (destination / name).write_bytes((source / name).read_bytes())
+
+
+def test_two_processes_match_one_with_the_same_global_batch(data, tmp_path):
+    single, distributed = tmp_path / "single", tmp_path / "distributed"
+    for directory in (single, distributed):
+        directory.mkdir()
+        _copy_data(data, directory)
+    train(single, batch_size=8)
+    train(distributed, batch_size=4, processes=2)
+
+    reference = weights(single / "model.ckpt")
+    result = weights(distributed / "model.ckpt")
+    network = [name for name in reference if name.startswith("network.")]
+    assert network
+    for name in network:
+        torch.testing.assert_close(result[name], reference[name], rtol=1e-8, atol=1e-10)
+    initial = torch.load(single / "model.ckpt", weights_only=False)
+    assert initial["epoch"] == 1
+
+    # rank 0 alone writes checkpoints: one model_*.ckpt per checkpoint epoch
+    checkpoints = sorted(p.name for p in distributed.glob("outputs/*/*/model_*.ckpt"))
+    assert checkpoints == ["model_0.ckpt"]
+
+
+def test_disk_dataset_matches_in_memory(data, tmp_path):
+    in_memory, on_disk = tmp_path / "memory", tmp_path / "disk"
+    for directory in (in_memory, on_disk):
+        directory.mkdir()
+        _copy_data(data, directory)
+    train(in_memory, batch_size=4)
+
+    writer = DiskDatasetWriter(str(on_disk / "train.zip"))
+    for atoms in ase.io.read(on_disk / "train.xyz", ":"):
+        system = systems_to_torch(atoms, dtype=torch.float64)
+        writer.write([system], {"energy": energy_with_forces(atoms)})
+    writer.finish()
+    train(on_disk, batch_size=4, train="train.zip")
+
+    reference = weights(in_memory / "model.ckpt")
+    result = weights(on_disk / "model.ckpt")
+    for name in reference:
+        if name.startswith("network."):
+            torch.testing.assert_close(result[name], reference[name])
