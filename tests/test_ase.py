@@ -1,0 +1,238 @@
+"""An exported ``pet_ecse`` model in ASE, through ``metatomic_ase``.
+
+A tiny float64 model is trained once (``mtt train``) on periodic Cu-Au cells with
+energies, forces and stress; its ``model.pt`` runs ECSE, so it is exactly
+rotationally equivariant.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase import units
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_structures(count: int, seed: int) -> list:
+    """EMT-labelled periodic Cu-Au cells from ``examples/make_dataset.py``."""
+    spec = importlib.util.spec_from_file_location(
+        "make_dataset", ROOT / "examples" / "make_dataset.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_structures(count, seed)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("ase-model")
+    ase.io.write(directory / "data.xyz", make_structures(16, seed=2))
+    options = {
+        "seed": 1,
+        "base_precision": 64,
+        "final_eval": False,
+        "architecture": {
+            "name": "pet_ecse",
+            "model": {
+                "cutoff": 4.0,
+                "d_pet": 8,
+                "d_head": 8,
+                "d_feedforward": 16,
+                "num_heads": 2,
+                "num_attention_layers": 1,
+                "num_gnn_layers": 1,
+            },
+            "training": {"batch_size": 4, "num_epochs": 2, "learning_rate": 3e-3},
+        },
+        "training_set": {
+            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
+            "targets": {
+                "energy": {
+                    "key": "energy",
+                    "unit": "eV",
+                    "forces": {"key": "forces"},
+                    "stress": {"key": "stress"},
+                }
+            },
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+    }
+    (directory / "options.yaml").write_text(yaml.safe_dump(options))
+    mtt = Path(sys.executable).parent / "mtt"
+    result = subprocess.run(
+        [str(mtt) if mtt.exists() else shutil.which("mtt"), "train", "options.yaml"],
+        cwd=directory,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return directory / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def calculator(model_path):
+    from metatomic_ase import MetatomicCalculator
+
+    return MetatomicCalculator(str(model_path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def energy_calculator(model_path):
+    """Energies only (for finite differences)."""
+    from metatomic_ase import MetatomicCalculator
+
+    return MetatomicCalculator(
+        str(model_path), device="cpu", do_gradients_with_energy=False
+    )
+
+
+def cell(seed: int = 0) -> ase.Atoms:
+    """A rattled Cu-Au cell that is not in the training set."""
+    return make_structures(1, seed=100 + seed)[0]
+
+
+def with_calculator(atoms: ase.Atoms, calculator) -> ase.Atoms:
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    return atoms
+
+
+def energy(atoms: ase.Atoms) -> float:
+    atoms.calc.reset()
+    return atoms.get_potential_energy()
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    matrix, triangle = np.linalg.qr(rng.normal(size=(3, 3)))
+    matrix *= np.sign(np.diag(triangle))
+    if np.linalg.det(matrix) < 0:
+        matrix[:, 0] *= -1
+    return matrix
+
+
+def test_single_point(calculator):
+    atoms = with_calculator(cell(), calculator)
+    assert np.isfinite(atoms.get_potential_energy())
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=False)
+    assert forces.shape == (len(atoms), 3)
+    assert stress.shape == (3, 3)
+    assert np.all(np.isfinite(forces)) and np.all(np.isfinite(stress))
+    assert np.any(forces != 0.0)
+    np.testing.assert_allclose(stress, stress.T, atol=1e-12)
+    # translation invariance: forces sum to zero
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-10)
+
+
+def test_forces_are_minus_energy_gradient(calculator, energy_calculator):
+    forces = with_calculator(cell(1), calculator).get_forces()
+    atoms = with_calculator(cell(1), energy_calculator)
+    # central differences: the truncation error is about 1e-8 relative here
+    step = 1e-5
+    numerical = np.zeros_like(forces)
+    positions = atoms.positions.copy()
+    for atom in range(len(atoms)):
+        for axis in range(3):
+            displaced = positions.copy()
+            displaced[atom, axis] += step
+            atoms.positions = displaced
+            plus = energy(atoms)
+            displaced[atom, axis] -= 2 * step
+            atoms.positions = displaced
+            minus = energy(atoms)
+            numerical[atom, axis] = -(plus - minus) / (2 * step)
+    atoms.positions = positions
+    scale = np.abs(forces).max()
+    np.testing.assert_allclose(numerical, forces, rtol=0, atol=1e-5 * scale)
+
+
+def test_stress_is_strain_derivative(calculator, energy_calculator):
+    stress = with_calculator(cell(2), calculator).get_stress(voigt=False)
+    atoms = with_calculator(cell(2), energy_calculator)
+    volume = atoms.get_volume()
+    original = atoms.cell.array.copy()
+    step = 1e-5
+    numerical = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            values = []
+            for sign in (1, -1):
+                strain = np.eye(3)
+                strain[i, j] += sign * step
+                atoms.set_cell(original @ strain, scale_atoms=True)
+                values.append(energy(atoms))
+            numerical[i, j] = (values[0] - values[1]) / (2 * step) / volume
+    atoms.set_cell(original, scale_atoms=True)
+    scale = np.abs(stress).max()
+    np.testing.assert_allclose(numerical, stress, rtol=0, atol=1e-5 * scale)
+
+
+def test_nve_energy_is_conserved(calculator):
+    atoms = with_calculator(cell(3), calculator)
+    MaxwellBoltzmannDistribution(
+        atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
+    )
+    total = [atoms.get_total_energy()]
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dynamics.attach(lambda: total.append(atoms.get_total_energy()), interval=1)
+    dynamics.run(20)
+    total = np.array(total)
+    assert np.all(np.isfinite(total))
+    kinetic = 1.5 * len(atoms) * units.kB * 300  # about 0.3 eV
+    # drift and fluctuations of the total energy (a few 1e-6 eV when written)
+    assert np.abs(total - total[0]).max() < 1e-3 * kinetic
+
+
+def test_rotations(calculator):
+    rng = np.random.default_rng(42)
+    atoms = with_calculator(cell(4), calculator)
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=False)
+    for _ in range(3):
+        rotation = random_rotation(rng)
+        rotated = atoms.copy()
+        rotated.positions = atoms.positions @ rotation.T
+        rotated.cell = atoms.cell.array @ rotation.T
+        rotated.calc = calculator
+        assert rotated.get_potential_energy() == pytest.approx(
+            energy, rel=1e-10, abs=1e-8
+        )
+        np.testing.assert_allclose(
+            rotated.get_forces(), forces @ rotation.T, rtol=0, atol=1e-8
+        )
+        np.testing.assert_allclose(
+            rotated.get_stress(voigt=False),
+            rotation @ stress @ rotation.T,
+            rtol=0,
+            atol=1e-8,
+        )
+
+
+def test_atoms_without_neighbours(calculator):
+    atoms = ase.Atoms("CuAu", positions=[[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]])
+    atoms.calc = calculator
+    assert np.isfinite(atoms.get_potential_energy())
+    np.testing.assert_array_equal(atoms.get_forces(), 0.0)
+
+    # nothing but the two isolated atoms: the sum of their energies
+    single = []
+    for symbol in ("Cu", "Au"):
+        alone = ase.Atoms(symbol, positions=[[0.0, 0.0, 0.0]])
+        alone.calc = calculator
+        single.append(alone.get_potential_energy())
+    assert atoms.get_potential_energy() == pytest.approx(sum(single), abs=1e-10)
