@@ -9,7 +9,7 @@ plain and the symmetrized model.
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -23,7 +23,7 @@ _PROTOCOL_OPTIONS = [
 
 
 def export_checkpoint(
-    checkpoint_path: str, output: str, symmetrization: dict[str, Any]
+    checkpoint_path: str, output: str, symmetrization: Dict[str, Any]
 ) -> Path:
     """Export ``checkpoint_path`` (best model) to ``output`` with the
     ``symmetrization`` entries replaced."""
@@ -43,6 +43,26 @@ def export_checkpoint(
     return path
 
 
+def symmetrize_exported(
+    model_path: str,
+    output: str,
+    symmetrization: Dict[str, Any],
+    frame_cutoff: Optional[float] = None,
+) -> Path:
+    """Wrap the exported metatomic model ``model_path`` with ECSE."""
+    from metatomic.torch import load_atomistic_model
+    from metatrain.utils.architectures import get_default_hypers
+
+    from .ecse.wrapper import symmetrize_model
+
+    model = load_atomistic_model(model_path)
+    block = get_default_hypers("pet_ecse")["model"]["symmetrization"]
+    block.update(symmetrization)
+    path = Path(output).with_suffix(".pt").absolute()
+    symmetrize_model(model, block, frame_cutoff).save(str(path))
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pet-ecse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,28 +73,55 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="exported model (default: <stem>.pt)")
     export.add_argument("--method", choices=["ecse", "none"])
     export.add_argument("--frames", choices=["auto", "structure", "atom"])
+    _add_protocol_options(export)
+
+    symmetrize = commands.add_parser(
+        "symmetrize",
+        help="make any exported metatomic model exactly rotation invariant",
+    )
+    symmetrize.add_argument("model", help="an exported metatomic model (.pt)")
+    symmetrize.add_argument("-o", "--output", help="default: <stem>-ecse.pt")
+    symmetrize.add_argument(
+        "--frame-cutoff",
+        type=float,
+        help="radius for frames (default: the model's largest neighbour-list "
+        "cutoff, at most 10)",
+    )
+    _add_protocol_options(symmetrize)
+    return parser
+
+
+def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     for option in _PROTOCOL_OPTIONS:
         kind = SymmetrizationHypers.__annotations__[option]
-        export.add_argument(
+        parser.add_argument(
             "--" + option.replace("_", "-"),
             dest=option,
             type=kind,
             metavar=kind.__name__,
         )
-    return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = _parser().parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in vars(args).items()
-        if key not in ("command", "checkpoint", "output") and value is not None
-    }
-    output = args.output or Path(args.checkpoint).stem + ".pt"
-    path = export_checkpoint(args.checkpoint, output, overrides)
-    logging.info(
-        f"exported {args.checkpoint} with {overrides or 'stored'} "
-        f"symmetrization to {path}"
-    )
+    args = vars(_parser().parse_args(argv))
+    command = args.pop("command")
+    output = args.pop("output")
+    if command == "export":
+        checkpoint = args.pop("checkpoint")
+        overrides = {k: v for k, v in args.items() if v is not None}
+        path = export_checkpoint(
+            checkpoint, output or Path(checkpoint).stem + ".pt", overrides
+        )
+        logging.info(f"exported {checkpoint} ({overrides or 'stored'}) to {path}")
+    else:
+        model = args.pop("model")
+        frame_cutoff = args.pop("frame_cutoff")
+        overrides = {k: v for k, v in args.items() if v is not None}
+        path = symmetrize_exported(
+            model,
+            output or Path(model).stem + "-ecse.pt",
+            overrides,
+            frame_cutoff,
+        )
+        logging.info(f"wrote the ECSE-symmetrized {model} to {path}")
