@@ -1,7 +1,7 @@
-import _pet_metatrain_hook
 import pytest
-
 from datasets import molecules, write
+
+import _pet_metatrain_hook
 
 # for PYTHONPATH or `python -S` installs, where the .pth file did not run
 _pet_metatrain_hook.install()
