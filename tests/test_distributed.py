@@ -43,14 +43,14 @@ def methanols(count: int, seed: int) -> list:
     return frames
 
 
-def options(batch_size: int, train: str = "train.xyz") -> dict:
+def options(batch_size: int, train: str = "train.xyz", **model) -> dict:
     return {
         "seed": 0,
         "base_precision": 64,
         "device": "cpu",
         "architecture": {
             "name": "pet_ecse",
-            "model": MODEL,
+            "model": {**MODEL, **model},
             "training": {
                 "num_epochs": 2,
                 "batch_size": batch_size,
@@ -88,9 +88,20 @@ def _environment(**extra) -> dict:
     return env
 
 
-def train(directory: Path, batch_size: int, processes: int = 1, **kw) -> None:
-    (directory / "options.yaml").write_text(yaml.safe_dump(options(batch_size, **kw)))
+def train(
+    directory: Path,
+    batch_size: int,
+    processes: int = 1,
+    restart: bool = False,
+    epochs: int = 2,
+    **kw,
+) -> None:
+    settings = options(batch_size, **kw)
+    settings["architecture"]["training"]["num_epochs"] = epochs
+    (directory / "options.yaml").write_text(yaml.safe_dump(settings))
     command = [str(BIN / "mtt"), "train", "options.yaml"]
+    if restart:
+        command += ["--restart", "model.ckpt"]
     if processes == 1:
         runs = [subprocess.Popen(command, cwd=directory, env=_environment())]
     else:
@@ -207,3 +218,21 @@ def test_disk_dataset_matches_in_memory(data, tmp_path):
     for name in reference:
         if name.startswith("network."):
             torch.testing.assert_close(result[name], reference[name])
+
+
+def test_distributed_ecse_fine_tuning_and_restart(data, tmp_path):
+    """ECSE active in training (per-atom frames), 2 processes, then a distributed
+    restart from the checkpoint that run wrote."""
+    _copy_data(data, tmp_path)
+    symmetrization = {"during_training": True, "frames": "atom"}
+    train(tmp_path, 4, processes=2, epochs=1, symmetrization=symmetrization)
+    first = torch.load(tmp_path / "model.ckpt", weights_only=False)
+    assert first["epoch"] == 0
+    train(
+        tmp_path, 4, processes=2, restart=True, epochs=2, symmetrization=symmetrization
+    )
+    second = torch.load(tmp_path / "model.ckpt", weights_only=False)
+    assert second["epoch"] == 1
+    assert second["model_data"]["model_hypers"]["symmetrization"]["frames"] == "atom"
+    for name, value in second["model_state_dict"].items():
+        assert torch.isfinite(value).all(), name
