@@ -1,0 +1,67 @@
+"""Checkpoint versioning and clear errors for incompatible or corrupt files."""
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from metatrain.utils.io import model_from_checkpoint
+
+from pet_metatrain import PETECSE, Trainer
+from pet_metatrain.checkpoints import upgrade
+from pet_metatrain.cli import export_checkpoint
+
+REFERENCE = Path(__file__).parent / "checkpoints" / "model-v1_trainer-v1.ckpt.gz"
+
+
+def reference() -> dict:
+    with gzip.open(REFERENCE, "rb") as file:
+        return torch.load(file, weights_only=False)
+
+
+def test_reference_checkpoint_loads_and_exports(tmp_path):
+    checkpoint = reference()
+    model = model_from_checkpoint(checkpoint, context="export")
+    assert isinstance(model, PETECSE)
+    path = tmp_path / "reference.ckpt"
+    torch.save(reference(), path)
+    assert export_checkpoint(str(path), str(tmp_path / "out.pt"), {}).exists()
+
+
+def test_upgrade_applies_each_step_in_order():
+    steps = []
+    upgrades = {
+        1: lambda c: steps.append((1, c["model_ckpt_version"])),
+        2: lambda c: steps.append((2, c["model_ckpt_version"])),
+    }
+    checkpoint = upgrade({"model_ckpt_version": 1}, "model", 3, upgrades)
+    assert steps == [(1, 1), (2, 2)]
+    assert checkpoint["model_ckpt_version"] == 3
+
+
+@pytest.mark.parametrize("version", [None, 0, "1"])
+def test_missing_or_invalid_version_is_reported(version):
+    with pytest.raises(RuntimeError, match="corrupt"):
+        PETECSE.upgrade_checkpoint({"model_ckpt_version": version})
+
+
+def test_newer_checkpoint_is_refused():
+    checkpoint = reference()
+    checkpoint["trainer_ckpt_version"] = Trainer.__checkpoint_version__ + 1
+    with pytest.raises(RuntimeError, match="Unable to upgrade the checkpoint"):
+        Trainer.upgrade_checkpoint(checkpoint)
+
+
+def test_truncated_checkpoint_gives_an_error(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    torch.save(reference(), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(Exception, match="(?i)zip|archive|corrupt|EOF|pickle"):
+        export_checkpoint(str(path), str(tmp_path / "out.pt"), {})
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({**reference(), "architecture_name": "soap_bpnn"}, path)
+    with pytest.raises(ValueError, match="not a pet_ecse checkpoint"):
+        export_checkpoint(str(path), str(tmp_path / "out.pt"), {})
