@@ -227,3 +227,21 @@ def test_deterministic():
     second = evaluate(model, [ethanol(), periodic_cell()])
     np.testing.assert_array_equal(first["energy"], second["energy"])
     np.testing.assert_array_equal(first["forces"][1], second["forces"][1])
+
+
+def test_plain_training_blends_the_isotropic_fallback_as_ecse_will():
+    """In training mode, plain PET is blended with the distance-only fallback with
+    the weights structure-wide ECSE uses, so the fallback trains in the same run."""
+    model = make_model()
+    linear = ase.Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [1.16, 0, 0]])
+    exact = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
+
+    model.symmetrize = False
+    model.train()
+    plain = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
+    model.train_fallback = True
+    blended = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
+
+    assert blended[0] == pytest.approx(exact[0], rel=1e-12)  # fallback only
+    assert blended[0] != pytest.approx(plain[0], rel=1e-6)
+    assert blended[1] == pytest.approx(plain[1], rel=1e-12)  # no fallback needed

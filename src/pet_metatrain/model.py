@@ -26,7 +26,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder
+from .ecse.frames import FrameBuilder, WeightedFrames
 from .ecse.structure import accumulate_copies, rotated_copies, select_frames
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork, Views
@@ -94,6 +94,8 @@ class PETECSE(ModelInterface[ModelHypers]):
         between training, fine-tuning and export)."""
         self.hypers["symmetrization"] = dict(symmetrization)
         self.symmetrize = symmetrization["method"] == "ecse"
+        # set by the trainer while it trains plain PET for later ECSE
+        self.train_fallback = False
         self.symmetrize_in_training = bool(symmetrization["during_training"])
         frames = symmetrization["frames"]
         if frames == "auto":
@@ -210,6 +212,10 @@ class PETECSE(ModelInterface[ModelHypers]):
             predictions = self._symmetrized(graph, len(systems), targets)
         else:
             predictions = self._plain(graph, targets)
+            if self.training and self.train_fallback:
+                predictions = self._with_trained_fallback(
+                    graph, predictions, len(systems), targets
+                )
 
         results: Dict[str, TensorMap] = {}
         for name in targets:
@@ -279,9 +285,9 @@ class PETECSE(ModelInterface[ModelHypers]):
         self, graph: EdgeGraph, n_systems: int, targets: List[str]
     ) -> Dict[str, torch.Tensor]:
         """ECSE: average PET over the frames of each atom or structure."""
-        geometry, factors = self._inputs(graph)
-        n_atoms = graph.species.shape[0]
         if self.per_atom_frames:
+            geometry, factors = self._inputs(graph)
+            n_atoms = graph.species.shape[0]
             frames = self.frame_builder(
                 graph.edge_vectors,
                 graph.distances,
@@ -309,9 +315,61 @@ class PETECSE(ModelInterface[ModelHypers]):
             graph.system_index,
             n_systems,
         )
+        results: Dict[str, torch.Tensor] = {}
+        return self._add_rotated_copies(graph, frames, n_systems, targets, results)
+
+    def _with_trained_fallback(
+        self,
+        graph: EdgeGraph,
+        predictions: Dict[str, torch.Tensor],
+        n_systems: int,
+        targets: List[str],
+    ) -> Dict[str, torch.Tensor]:
+        """Plain PET, blended with the isotropic fallback exactly as structure-wide
+        ECSE will blend it: the fallback trains in the same run, on the (nearly)
+        collinear structures of the data set where it will carry weight."""
+        frames = self.frame_builder(
+            graph.edge_vectors,
+            graph.distances,
+            graph.mask,
+            graph.system_index,
+            n_systems,
+        )
+        fallback = frames.isotropic
+        if not bool(torch.any(fallback)):
+            return predictions
+        weight = torch.zeros(
+            n_systems, dtype=frames.weight.dtype, device=frames.weight.device
+        ).index_add(0, frames.group[fallback], frames.weight[fallback])
+        keep = 1.0 - weight[graph.system_index]
+        results: Dict[str, torch.Tensor] = {}
+        for name, value in predictions.items():
+            shape = [-1] + [1] * (value.dim() - 1)
+            results[name] = value * keep.to(value.dtype).reshape(shape)
+        only_fallback = WeightedFrames(
+            frames.group[fallback],
+            frames.rotation[fallback],
+            frames.weight[fallback],
+            frames.isotropic[fallback],
+        )
+        return self._add_rotated_copies(
+            graph, only_fallback, n_systems, targets, results
+        )
+
+    def _add_rotated_copies(
+        self,
+        graph: EdgeGraph,
+        frames: WeightedFrames,
+        n_systems: int,
+        targets: List[str],
+        results: Dict[str, torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
+        """Add the weighted predictions of whole structures rotated into
+        ``frames`` to ``results`` (created if empty), in chunks of frames."""
+        geometry, factors = self._inputs(graph)
+        n_atoms = graph.species.shape[0]
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size
-        results: Dict[str, torch.Tensor] = {}
         n_frames = frames.group.shape[0]
         for start in range(0, n_frames, self.max_frames_per_batch):
             chunk = select_frames(frames, start, start + self.max_frames_per_batch)

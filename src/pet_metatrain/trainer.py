@@ -102,15 +102,20 @@ class Trainer(TrainerInterface[TrainerHypers]):
         val_datasets: List[Union[Dataset, torch.utils.data.Subset]],
         checkpoint_dir: str,
     ) -> None:
-        # plain PET trains (and validates) unless ECSE is asked for in training
+        # plain PET trains (and validates) unless ECSE is asked for in training;
+        # the isotropic fallback that structure-wide ECSE will blend in trains too
         symmetrize = model.symmetrize
         model.symmetrize = symmetrize and model.symmetrize_in_training
+        model.train_fallback = (
+            symmetrize and not model.symmetrize and not model.per_atom_frames
+        )
         try:
             self._train(
                 model, dtype, devices, train_datasets, val_datasets, checkpoint_dir
             )
         finally:
             model.symmetrize = symmetrize
+            model.train_fallback = False
 
     def _train(
         self,
