@@ -66,6 +66,10 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
 
         self.set_symmetrization(hypers["symmetrization"])
+        # set by the trainer while it trains plain PET for later ECSE
+        self.train_fallback = False
+        # set by load_checkpoint: fine-tuning may change the symmetrization block
+        self.loaded_for_finetuning = False
 
         self.network = PETNetwork(dict(hypers), self.atomic_types)
         self.outputs: Dict[str, ModelOutput] = {
@@ -94,8 +98,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         between training, fine-tuning and export)."""
         self.hypers["symmetrization"] = dict(symmetrization)
         self.symmetrize = symmetrization["method"] == "ecse"
-        # set by the trainer while it trains plain PET for later ECSE
-        self.train_fallback = False
         self.symmetrize_in_training = bool(symmetrization["during_training"])
         frames = symmetrization["frames"]
         if frames == "auto":
@@ -151,14 +153,15 @@ class PETECSE(ModelInterface[ModelHypers]):
     ) -> "PETECSE":
         if model_hypers is not None:
             model_hypers = dict(model_hypers)
-            # fine-tuning may switch ECSE on (e.g. during_training: true)
-            symmetrization = model_hypers.pop("symmetrization", None)
+            # fine-tuning (not restarting a run) may switch ECSE on
+            symmetrization = None
+            if self.loaded_for_finetuning:
+                symmetrization = model_hypers.pop("symmetrization", None)
             defaults = get_default_hypers(ARCHITECTURE_NAME)["model"]
-            raise_if_hypers_mismatch(
-                {k: v for k, v in self.hypers.items() if k != "symmetrization"},
-                model_hypers,
-                default_hypers=defaults,
-            )
+            old_hypers = dict(self.hypers)
+            if symmetrization is not None:
+                old_hypers.pop("symmetrization")
+            raise_if_hypers_mismatch(old_hypers, model_hypers, default_hypers=defaults)
             if symmetrization is not None:
                 self.set_symmetrization(
                     {**defaults["symmetrization"], **dict(symmetrization)}
@@ -452,6 +455,7 @@ class PETECSE(ModelInterface[ModelHypers]):
 
         data = checkpoint["model_data"]
         model = cls(hypers=data["model_hypers"], dataset_info=data["dataset_info"])
+        model.loaded_for_finetuning = context == "finetune"
         dtype = next(v for v in state_dict.values() if v.is_floating_point()).dtype
         model.to(dtype).load_state_dict(state_dict)
         model.additive_models[0].sync_tensor_maps()
