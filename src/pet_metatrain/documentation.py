@@ -28,6 +28,7 @@ from typing import Literal, Optional
 
 from metatrain.composition.documentation import FixedCompositionWeights
 from metatrain.scaler.documentation import FixedScalerWeights
+from metatrain.utils.hypers import init_with_defaults
 from metatrain.utils.loss import LossSpecification
 from typing_extensions import NotRequired, TypedDict
 
@@ -45,10 +46,9 @@ class SymmetrizationHypers(TypedDict):
     each atom's transformer in that atom's own frames and averages its output tokens
     in every message-passing block: its cost per atom does not grow with the system,
     but it changes the function, so it needs training or fine-tuning with
-    ``during_training: true``. ``auto`` uses ``structure`` for systems up to
-    ``max_atoms_structure_frames`` atoms and ``atom`` above."""
-    max_atoms_structure_frames: int = 32
-    """Largest system for which ``frames: auto`` uses structure frames."""
+    ``during_training: true``. ``auto`` uses ``atom`` when ``during_training`` is
+    true and ``structure`` otherwise, so a model always runs the mode it was
+    trained for."""
     during_training: bool = False
     """Also symmetrize while training (slower; needed for ``frames: atom`` and for
     fine-tuning a model whose a-posteriori symmetrization costs accuracy)."""
@@ -102,22 +102,7 @@ class ModelHypers(TypedDict):
     """Transformer layers in each message-passing block."""
     num_gnn_layers: int = 3
     """Number of message-passing blocks."""
-    symmetrization: SymmetrizationHypers = {
-        "method": "ecse",
-        "frames": "auto",
-        "max_atoms_structure_frames": 32,
-        "during_training": False,
-        "max_outer_cutoff": 10.0,
-        "beta": 5.0,
-        "beta_weights": 1.0,
-        "inner_cutoff_width": 0.15,
-        "collinearity_threshold": 0.2,
-        "collinearity_width": 0.15,
-        "pruning_threshold": 0.9,
-        "pruning_width": 0.1,
-        "pruning_passes": 4,
-        "max_frames_per_batch": 4096,
-    }
+    symmetrization: SymmetrizationHypers = init_with_defaults(SymmetrizationHypers)
     """Exact rotational symmetrization by ECSE, see :class:`SymmetrizationHypers`."""
 
 

@@ -311,13 +311,7 @@ class PETECSE(ModelInterface[ModelHypers]):
                 targets,
             )
 
-        frames = self.frame_builder(
-            graph.edge_vectors,
-            graph.distances,
-            graph.mask,
-            graph.system_index,
-            n_systems,
-        )
+        frames = self._structure_frames(graph, n_systems)
         results: Dict[str, torch.Tensor] = {}
         return self._add_rotated_copies(graph, frames, n_systems, targets, results)
 
@@ -331,13 +325,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         """Plain PET, blended with the isotropic fallback exactly as structure-wide
         ECSE will blend it: the fallback trains in the same run, on the (nearly)
         collinear structures of the data set where it will carry weight."""
-        frames = self.frame_builder(
-            graph.edge_vectors,
-            graph.distances,
-            graph.mask,
-            graph.system_index,
-            n_systems,
-        )
+        frames = self._structure_frames(graph, n_systems)
         fallback = frames.isotropic
         if not bool(torch.any(fallback)):
             return predictions
@@ -357,6 +345,16 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
         return self._add_rotated_copies(
             graph, only_fallback, n_systems, targets, results
+        )
+
+    def _structure_frames(self, graph: EdgeGraph, n_systems: int) -> WeightedFrames:
+        """Frames pooled and pruned per structure."""
+        return self.frame_builder(
+            graph.edge_vectors,
+            graph.distances,
+            graph.mask,
+            graph.system_index,
+            n_systems,
         )
 
     def _add_rotated_copies(
