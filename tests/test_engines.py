@@ -303,7 +303,8 @@ def test_checkpoint_exported_in_another_precision(trained, calculator):
     atoms.calc = calculator
     reference = atoms.get_potential_energy()
     atoms.calc = single
-    assert atoms.get_potential_energy() == pytest.approx(reference, rel=1e-5)
+    # float32 round-off: relative to the energy scale of the cell
+    assert atoms.get_potential_energy() == pytest.approx(reference, abs=1e-5)
 
 
 # -------------------------------------------------------------------------- i-PI
@@ -433,10 +434,11 @@ def test_ipi_nvt(beads, model_path, calculator, tmp_path):
     np.testing.assert_array_equal(step, np.arange(steps + 1))
     assert np.all(np.isfinite(rows))
     assert np.all(temperature > 0)
-    # all beads start at the structure: the same energy as in ASE
+    # all beads start at the structure: the same energy as in ASE (up to the
+    # precision of the positions i-PI reads and writes)
     atoms = cell(5)
     atoms.calc = calculator
-    assert potential[0] == pytest.approx(atoms.get_potential_energy(), rel=1e-7)
+    assert potential[0] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
     # the thermostatted integrator keeps its conserved quantity
     kinetic = 1.5 * len(atoms) * units.kB * 300
     assert np.ptp(conserved) < 1e-3 * kinetic * beads
