@@ -236,3 +236,42 @@ def test_atoms_without_neighbours(calculator):
         alone.calc = calculator
         single.append(alone.get_potential_energy())
     assert atoms.get_potential_energy() == pytest.approx(sum(single), abs=1e-10)
+
+
+def nve_drift(atoms: ase.Atoms, calculator, steps: int = 40) -> float:
+    """Largest change of the total energy along a short NVE run."""
+    atoms = with_calculator(atoms, calculator)
+    MaxwellBoltzmannDistribution(
+        atoms, temperature_K=300, rng=np.random.default_rng(1), force_temp=True
+    )
+    total = [atoms.get_total_energy()]
+    dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dynamics.attach(lambda: total.append(atoms.get_total_energy()), interval=1)
+    dynamics.run(steps)
+    return float(np.abs(np.array(total) - total[0]).max())
+
+
+def test_nve_drift_of_ecse_is_of_the_order_of_plain_pet(model_path, calculator):
+    """The same checkpoint exported plain and with ECSE: ECSE's smooth frame
+    switching must not spoil energy conservation."""
+    from metatomic_ase import MetatomicCalculator
+
+    plain_path = model_path.parent / "plain.pt"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pet-ecse"),
+            "export",
+            "model.ckpt",
+            "--method",
+            "none",
+            "-o",
+            str(plain_path),
+        ],
+        cwd=model_path.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain = nve_drift(cell(5), MetatomicCalculator(str(plain_path), device="cpu"))
+    ecse = nve_drift(cell(5), calculator)
+    assert ecse < 3 * plain + 1e-6
