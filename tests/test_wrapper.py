@@ -198,3 +198,54 @@ def test_refuses_models_that_are_not_translation_invariant(tmp_path):
     path = _wrap(_Anchored(), outputs, tmp_path)
     with pytest.raises(ValueError, match="not translation invariant"):
         symmetrize_exported(str(path), str(tmp_path / "out.pt"), {})
+
+
+def test_wrapped_forces_match_finite_differences(models):
+    _, symmetrized, precision = models
+    if precision != 64:
+        pytest.skip("finite differences need float64")
+    calculator = MetatomicCalculator(str(symmetrized), device="cpu")
+    atoms = ethanol()
+    atoms.calc = calculator
+    forces = atoms.get_forces()
+    step = 1e-6
+    for atom, axis in [(0, 0), (4, 1), (8, 2)]:
+        energies = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.positions[atom, axis] += sign * step
+            moved.calc = calculator
+            energies.append(moved.get_potential_energy())
+        numerical = -(energies[0] - energies[1]) / (2 * step)
+        assert numerical == pytest.approx(forces[atom, axis], rel=1e-4, abs=1e-6)
+
+
+def test_wrapped_energy_is_continuous_along_a_bending_scan(models):
+    """Across the collinearity window, pruning thresholds and into the fallback:
+    energy changes match the work of the forces (no jumps)."""
+    _, symmetrized, precision = models
+    if precision != 64:
+        pytest.skip("a tight energy balance needs float64")
+    calculator = MetatomicCalculator(str(symmetrized), device="cpu")
+    frames, energies, forces = [], [], []
+    for angle in np.radians(np.linspace(130.0, 180.0, 201)):
+        atoms = ase.Atoms(
+            "OCN",
+            positions=[
+                [1.2, 0, 0],
+                [0, 0, 0],
+                [1.15 * np.cos(angle), 1.15 * np.sin(angle), 0],
+            ],
+        )
+        atoms.calc = calculator
+        energies.append(atoms.get_potential_energy())
+        forces.append(atoms.get_forces()[2])
+        frames.append(atoms.positions[2].copy())
+    residuals = [
+        energies[i + 1]
+        - energies[i]
+        + 0.5 * (forces[i] + forces[i + 1]) @ (frames[i + 1] - frames[i])
+        for i in range(len(frames) - 1)
+    ]
+    assert np.all(np.isfinite(energies))
+    assert np.abs(residuals).max() < 1e-4
