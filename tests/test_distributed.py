@@ -236,3 +236,22 @@ def test_distributed_ecse_fine_tuning_and_restart(data, tmp_path):
     assert second["model_data"]["model_hypers"]["symmetrization"]["frames"] == "atom"
     for name, value in second["model_state_dict"].items():
         assert torch.isfinite(value).all(), name
+
+
+def test_batches_packed_by_atom_count(data, tmp_path):
+    """``max_atoms_per_batch`` (metatrain's packing) replaces ``batch_size``: 8
+    six-atom molecules in batches of at most 12 atoms take 4 steps per epoch."""
+    _copy_data(data, tmp_path)
+    settings = options(batch_size=8)
+    settings["architecture"]["training"].update(num_epochs=1, max_atoms_per_batch=12)
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump(settings))
+    result = subprocess.run(
+        [str(BIN / "mtt"), "train", "options.yaml"],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=False)
+    assert checkpoint["scheduler_state_dict"]["last_epoch"] == 4
