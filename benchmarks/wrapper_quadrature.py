@@ -84,8 +84,8 @@ def main() -> None:
         "# ECSE around another architecture's model vs quadrature averaging",
         "",
         "`OMP_NUM_THREADS=1 python benchmarks/wrapper_quadrature.py`: "
-        f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread, float64. Inner "
-        "model: a tiny metatrain `pet` (1 epoch on EMT molecules, so far from "
+        f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        "1 thread, float64. Inner model: a tiny metatrain `pet` (1 epoch on EMT molecules, so far from "
         "invariant); ethanol, "
         f"{len(rotations)} rotations; CPU time of one energy+forces call (median).",
         "",
