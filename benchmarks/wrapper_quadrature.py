@@ -85,8 +85,8 @@ def main() -> None:
         "",
         "`OMP_NUM_THREADS=1 python benchmarks/wrapper_quadrature.py`: "
         f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        "1 thread, float64. Inner model: a tiny metatrain `pet` (1 epoch on EMT molecules, so far from "
-        "invariant); ethanol, "
+        "1 thread, float64. Inner model: a tiny metatrain `pet` (1 epoch on EMT "
+        "molecules, so far from invariant); ethanol, "
         f"{len(rotations)} rotations; CPU time of one energy+forces call (median).",
         "",
         "| method | evaluations | energy std / abs(E) | max force error (eV/A) "
