@@ -147,8 +147,11 @@ class TrainerHypers(TypedDict):
     """Log MAE alongside RMSE."""
     log_separate_blocks: bool = False
     """Log the error of each block separately."""
-    best_model_metric: Literal["rmse_prod", "mae_prod", "loss"] = "mae_prod"
-    """Validation metric selecting the best model (exported by ``mtt export``)."""
+    best_model_metric: Literal["rmse_prod", "mae_prod", "loss"] = "loss"
+    """Validation metric selecting the best model (exported by ``mtt export``).
+    The validation loss weighs targets as training does; ``mae_prod`` (the product
+    of the MAEs) can pick an early, barely trained epoch whose energy error happens
+    to be low while its forces are poor."""
     grad_clip_norm: float = 1.0
     """Maximum gradient norm."""
     loss: str | dict[str, LossSpecification | str] = "mse"
