@@ -1,5 +1,8 @@
 """Small labelled data sets made on the fly (the tests never read ../shared)."""
 
+import importlib.util
+from pathlib import Path
+
 import ase
 import ase.build
 import ase.io
@@ -7,6 +10,17 @@ import numpy as np
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+ROOT = Path(__file__).resolve().parents[1]
+# the smallest pet_ecse worth training in a test
+TINY_MODEL = {
+    "cutoff": 4.0,
+    "d_pet": 8,
+    "d_head": 8,
+    "d_feedforward": 16,
+    "num_heads": 2,
+    "num_attention_layers": 1,
+    "num_gnn_layers": 1,
+}
 MOLECULES = ["CH4", "NH3", "H2O", "CH3OH", "HCN", "C2H4", "CH3CN", "HCOOH", "H2CO"]
 
 
@@ -36,3 +50,13 @@ def molecules(count: int, seed: int = 0, energy_key: str = "energy") -> list:
 def write(path, frames: list) -> str:
     ase.io.write(str(path), frames)
     return str(path)
+
+
+def example_structures(count: int, seed: int) -> list:
+    """EMT-labelled periodic Cu-Au cells from ``examples/make_dataset.py``."""
+    spec = importlib.util.spec_from_file_location(
+        "make_dataset", ROOT / "examples" / "make_dataset.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_structures(count, seed)

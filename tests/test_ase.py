@@ -5,7 +5,6 @@ energies, forces and stress; its ``model.pt`` runs ECSE, so it is exactly
 rotationally equivariant.
 """
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,24 +19,13 @@ import yaml
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_structures(count: int, seed: int) -> list:
-    """EMT-labelled periodic Cu-Au cells from ``examples/make_dataset.py``."""
-    spec = importlib.util.spec_from_file_location(
-        "make_dataset", ROOT / "examples" / "make_dataset.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_structures(count, seed)
+from datasets import example_structures
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("ase-model")
-    ase.io.write(directory / "data.xyz", make_structures(16, seed=2))
+    ase.io.write(directory / "data.xyz", example_structures(16, seed=2))
     options = {
         "seed": 1,
         "base_precision": 64,
@@ -102,7 +90,7 @@ def energy_calculator(model_path):
 
 def cell(seed: int = 0) -> ase.Atoms:
     """A rattled Cu-Au cell that is not in the training set."""
-    return make_structures(1, seed=100 + seed)[0]
+    return example_structures(1, seed=100 + seed)[0]
 
 
 def with_calculator(atoms: ase.Atoms, calculator) -> ase.Atoms:

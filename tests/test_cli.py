@@ -4,7 +4,6 @@ One tiny model is trained once for the module; the other tests export, evaluate,
 restart and fine-tune it in their own temporary directories.
 """
 
-import importlib.util
 import os
 import re
 import shutil
@@ -21,28 +20,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from datasets import TINY_MODEL, example_structures
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = {
-    "cutoff": 4.0,
-    "d_pet": 8,
-    "d_head": 8,
-    "d_feedforward": 16,
-    "num_heads": 2,
-    "num_attention_layers": 1,
-    "num_gnn_layers": 1,
-}
+MODEL = TINY_MODEL
 NUM_EPOCHS = 3
-
-
-def make_structures(count: int, seed: int) -> list:
-    """EMT-labelled periodic Cu-Au cells from ``examples/make_dataset.py``."""
-    spec = importlib.util.spec_from_file_location(
-        "make_dataset", ROOT / "examples" / "make_dataset.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_structures(count, seed)
 
 
 def mtt_executable() -> str:
@@ -147,7 +128,7 @@ def checkpoints(directory: Path) -> list:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "data.xyz"
-    ase.io.write(path, make_structures(20, seed=1))
+    ase.io.write(path, example_structures(20, seed=1))
     return path
 
 

@@ -14,21 +14,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from datasets import labelled, write
+from datasets import TINY_MODEL, labelled, write
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import systems_to_torch
 from metatrain.utils.data.writers import DiskDatasetWriter
 
 BIN = Path(sys.executable).parent
-MODEL = {
-    "cutoff": 4.0,
-    "d_pet": 8,
-    "d_head": 8,
-    "d_feedforward": 16,
-    "num_heads": 2,
-    "num_attention_layers": 1,
-    "num_gnn_layers": 1,
-}
+MODEL = TINY_MODEL
 
 
 def methanols(count: int, seed: int) -> list:

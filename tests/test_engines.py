@@ -8,7 +8,6 @@ gas-phase cluster), in i-PI through its metatomic driver over a UNIX socket
 draw the learning curves and parity plots of scripts/plot_training.py.
 """
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,19 +23,10 @@ import torch
 import yaml
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from datasets import TINY_MODEL, example_structures
 
 ROOT = Path(__file__).resolve().parents[1]
-CUTOFF = 4.0
-
-
-def make_structures(count: int, seed: int) -> list:
-    """EMT-labelled periodic Cu-Au cells from ``examples/make_dataset.py``."""
-    spec = importlib.util.spec_from_file_location(
-        "make_dataset", ROOT / "examples" / "make_dataset.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_structures(count, seed)
+CUTOFF = TINY_MODEL["cutoff"]
 
 
 def executable(name: str):
@@ -54,22 +44,14 @@ def trained(tmp_path_factory) -> Path:
     """A directory where ``mtt train options.yaml`` has run (model.pt, model.ckpt,
     outputs/<date>/<time>/train.csv, data.xyz)."""
     directory = tmp_path_factory.mktemp("engines-model")
-    ase.io.write(directory / "data.xyz", make_structures(16, seed=2))
+    ase.io.write(directory / "data.xyz", example_structures(16, seed=2))
     options = {
         "seed": 1,
         "base_precision": 64,
         "final_eval": False,
         "architecture": {
             "name": "pet_ecse",
-            "model": {
-                "cutoff": CUTOFF,
-                "d_pet": 8,
-                "d_head": 8,
-                "d_feedforward": 16,
-                "num_heads": 2,
-                "num_attention_layers": 1,
-                "num_gnn_layers": 1,
-            },
+            "model": TINY_MODEL,
             "training": {"batch_size": 4, "num_epochs": 2, "learning_rate": 3e-3},
         },
         "training_set": {
@@ -113,7 +95,7 @@ def calculator(model_path):
 
 def cell(seed: int = 0) -> ase.Atoms:
     """A rattled Cu-Au cell that is not in the training set."""
-    atoms = make_structures(1, seed=200 + seed)[0]
+    atoms = example_structures(1, seed=200 + seed)[0]
     atoms.calc = None
     return atoms
 
@@ -516,7 +498,7 @@ def test_learning_curves(trained, tmp_path):
 
 
 def test_parity_plot_of_mtt_eval(trained, model_path, calculator, tmp_path):
-    frames = make_structures(4, seed=300)
+    frames = example_structures(4, seed=300)
     ase.io.write(tmp_path / "reference.xyz", frames)
     options = {
         "systems": {"read_from": "reference.xyz", "length_unit": "angstrom"},
