@@ -10,7 +10,6 @@ small `pet_ecse` on each in a fresh process, and records the peak RSS
 """
 
 import argparse
-import importlib.util
 import os
 import platform
 import subprocess
@@ -22,41 +21,13 @@ import ase.io
 import torch
 import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
-from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import systems_to_torch
 from metatrain.utils.data.writers import DiskDatasetWriter
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
-
-def make_structures(count: int) -> list:
-    spec = importlib.util.spec_from_file_location(
-        "make_dataset", ROOT / "examples" / "make_dataset.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_structures(count, seed=0)
-
-
-def energy_map(atoms) -> TensorMap:
-    """Energy with forces (as position gradients), as metatrain stores targets."""
-    properties = Labels(["energy"], torch.tensor([[0]]))
-    block = TensorBlock(
-        values=torch.tensor([[atoms.get_potential_energy()]], dtype=torch.float64),
-        samples=Labels(["system"], torch.tensor([[0]])),
-        components=[],
-        properties=properties,
-    )
-    n = len(atoms)
-    samples = torch.stack([torch.zeros(n, dtype=torch.int32), torch.arange(n)], 1)
-    gradient = TensorBlock(
-        values=-torch.tensor(atoms.get_forces()).reshape(n, 3, 1),
-        samples=Labels(["sample", "atom"], samples.to(torch.int32)),
-        components=[Labels(["xyz"], torch.arange(3).reshape(-1, 1))],
-        properties=properties,
-    )
-    block.add_gradient("positions", gradient)
-    return TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
+from datasets import energy_with_forces, example_structures  # noqa: E402
 
 
 def write_zip(path: Path, frames: list) -> None:
@@ -64,7 +35,7 @@ def write_zip(path: Path, frames: list) -> None:
     for atoms in frames:
         writer.write(
             [systems_to_torch(atoms, dtype=torch.float64)],
-            {"energy": energy_map(atoms)},
+            {"energy": energy_with_forces(atoms)},
         )
     writer.finish()
 
@@ -128,7 +99,7 @@ def main() -> None:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    frames = make_structures(max(args.sizes) + 20)
+    frames = example_structures(max(args.sizes) + 20, seed=0)
     for atoms in frames:  # energies and forces only, as in the zip files
         atoms.calc = SinglePointCalculator(
             atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces()

@@ -7,8 +7,10 @@ import ase
 import ase.build
 import ase.io
 import numpy as np
+import torch
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from metatensor.torch import Labels, TensorBlock, TensorMap
 
 ROOT = Path(__file__).resolve().parents[1]
 # the smallest pet_ecse worth training in a test
@@ -60,3 +62,35 @@ def example_structures(count: int, seed: int) -> list:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.make_structures(count, seed)
+
+
+def energy_with_forces(atoms: ase.Atoms) -> TensorMap:
+    """The energy of ``atoms`` and its position gradients (minus the forces), laid
+    out as metatrain stores targets."""
+    properties = Labels(["energy"], torch.tensor([[0]]))
+    block = TensorBlock(
+        values=torch.tensor([[atoms.get_potential_energy()]], dtype=torch.float64),
+        samples=Labels(["system"], torch.tensor([[0]])),
+        components=[],
+        properties=properties,
+    )
+    n_atoms = len(atoms)
+    gradient = TensorBlock(
+        values=-torch.tensor(atoms.get_forces(), dtype=torch.float64).reshape(
+            n_atoms, 3, 1
+        ),
+        samples=Labels(
+            ["sample", "atom"],
+            torch.stack(
+                [
+                    torch.zeros(n_atoms, dtype=torch.int32),
+                    torch.arange(n_atoms, dtype=torch.int32),
+                ],
+                dim=1,
+            ),
+        ),
+        components=[Labels(["xyz"], torch.arange(3).reshape(-1, 1))],
+        properties=properties,
+    )
+    block.add_gradient("positions", gradient)
+    return TensorMap(Labels(["_"], torch.tensor([[0]])), [block])

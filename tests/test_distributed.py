@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from datasets import TINY_MODEL, labelled, write
-from metatensor.torch import Labels, TensorBlock, TensorMap
+from datasets import TINY_MODEL, energy_with_forces, labelled, write
 from metatomic.torch import systems_to_torch
 from metatrain.utils.data.writers import DiskDatasetWriter
 
@@ -118,38 +117,6 @@ def train(
     for run in runs:
         output, _ = run.communicate(timeout=600)
         assert run.returncode == 0, output
-
-
-def energy_with_forces(atoms: ase.Atoms) -> TensorMap:
-    """The energy of ``atoms`` and its position gradients (minus the forces), laid
-    out as metatrain stores targets."""
-    properties = Labels(["energy"], torch.tensor([[0]]))
-    block = TensorBlock(
-        values=torch.tensor([[atoms.get_potential_energy()]], dtype=torch.float64),
-        samples=Labels(["system"], torch.tensor([[0]])),
-        components=[],
-        properties=properties,
-    )
-    n_atoms = len(atoms)
-    gradient = TensorBlock(
-        values=-torch.tensor(atoms.get_forces(), dtype=torch.float64).reshape(
-            n_atoms, 3, 1
-        ),
-        samples=Labels(
-            ["sample", "atom"],
-            torch.stack(
-                [
-                    torch.zeros(n_atoms, dtype=torch.int32),
-                    torch.arange(n_atoms, dtype=torch.int32),
-                ],
-                dim=1,
-            ),
-        ),
-        components=[Labels(["xyz"], torch.arange(3).reshape(-1, 1))],
-        properties=properties,
-    )
-    block.add_gradient("positions", gradient)
-    return TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
 
 
 def weights(path: Path) -> dict:
