@@ -149,8 +149,9 @@ class FrameBuilder(torch.nn.Module):
         half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
         fallback = smooth_cutoff(best, half, 0.5)
         pruning_off = smooth_cutoff(best, half, 0.25)
-        for _ in range(self.pruning_passes):
-            best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
+        for index in range(self.pruning_passes):
+            if index > 0:  # the first pass uses the maximum computed above
+                best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
             reference = best[group]
             keep = smooth_step(
                 weights,
