@@ -180,6 +180,26 @@ class FrameBuilder(torch.nn.Module):
         return WeightedFrames(group, rotations, weights / total[group], isotropic)
 
 
+def to_lab_frame(
+    vectors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
+) -> torch.Tensor:
+    """Vector predictions [n, 3, p] made in frames ``rotation`` back in the lab frame
+    (v = F v'); the isotropic fallback carries no direction, so it predicts zero."""
+    lab = torch.einsum("nij,njp->nip", rotation, vectors)
+    return lab * (~isotropic).to(lab.dtype)[:, None, None]
+
+
+def weighted_sum(
+    values: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Sum of ``values`` times ``weight`` into ``size`` rows given by ``index``."""
+    shape = [-1] + [1] * (values.dim() - 1)
+    out = torch.zeros(
+        [size] + list(values.shape[1:]), dtype=values.dtype, device=values.device
+    )
+    return out.index_add(0, index, values * weight.to(values.dtype).reshape(shape))
+
+
 def _pair_frames(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Right-handed orthonormal frames [n, 3, 3] (columns a1, a2, a3) from pairs of
     non-collinear vectors."""

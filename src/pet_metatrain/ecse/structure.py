@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple
 
 import torch
 
-from .frames import WeightedFrames
+from .frames import WeightedFrames, to_lab_frame, weighted_sum
 
 
 class RotatedCopies(NamedTuple):
@@ -76,12 +76,12 @@ def accumulate_copies(
     weight = frames.weight[copies.frame]
     for name, value in outputs.items():
         if name in vector_outputs:
-            value = torch.einsum("aij,ajp->aip", frames.rotation[copies.frame], value)
-            value = (
-                value * (~frames.isotropic[copies.frame]).to(value.dtype)[:, None, None]
+            value = to_lab_frame(
+                value, frames.rotation[copies.frame], frames.isotropic[copies.frame]
             )
-        scaled = value * weight.to(value.dtype).reshape([-1] + [1] * (value.dim() - 1))
-        results[name] = results[name].index_add(0, copies.atom, scaled)
+        results[name] = results[name] + weighted_sum(
+            value, copies.atom, weight, results[name].shape[0]
+        )
 
 
 def select_frames(frames: WeightedFrames, start: int, stop: int) -> WeightedFrames:

@@ -12,6 +12,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 import torch
 
+from ..ecse.frames import to_lab_frame, weighted_sum
 from .transformer import Transformer
 
 
@@ -168,7 +169,7 @@ class PETNetwork(torch.nn.Module):
                     bonds = bond_head(tokens[:, 1:]) * view_factors[:, :, None]
                     head_features[name].append(bonds.sum(dim=1))
             if views is not None:
-                tokens = _average(tokens, views, n_atoms)
+                tokens = weighted_sum(tokens, views.atom, views.weight, n_atoms)
             edge_tokens = tokens[:, 1:]
             features.append(tokens[:, 0])
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
@@ -189,23 +190,11 @@ class PETNetwork(torch.nn.Module):
             prediction = raw_predictions[name].reshape([-1] + self.output_shapes[name])
             if views is not None:
                 if self.is_vector[name]:
-                    # back to the lab frame; isotropic views carry no direction
-                    prediction = torch.einsum(
-                        "vij,vjp->vip", views.rotation, prediction
+                    prediction = to_lab_frame(
+                        prediction, views.rotation, views.isotropic
                     )
-                    keep = (~views.isotropic).to(prediction.dtype)
-                    prediction = prediction * keep[:, None, None]
-                prediction = _average(prediction, views, n_atoms)
-                llf = _average(llf, views, n_atoms)
+                prediction = weighted_sum(prediction, views.atom, views.weight, n_atoms)
+                llf = weighted_sum(llf, views.atom, views.weight, n_atoms)
             results[name] = prediction
             results["llf::" + name] = llf
         return results
-
-
-def _average(values: torch.Tensor, views: Views, n_atoms: int) -> torch.Tensor:
-    """Weighted sum of per-view ``values`` into their atoms."""
-    weight = views.weight.to(values.dtype).reshape([-1] + [1] * (values.dim() - 1))
-    out = torch.zeros(
-        [n_atoms] + list(values.shape[1:]), dtype=values.dtype, device=values.device
-    )
-    return out.index_add(0, views.atom, values * weight)
