@@ -262,6 +262,8 @@ class Trainer(TrainerInterface[TrainerHypers]):
         self.optimizer_state_dict = optimizer.state_dict()
         self.scheduler_state_dict = scheduler.state_dict()
         if is_distributed:
+            # leave together: a rank tearing gloo down early can abort the others
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
     def _dataloaders(
