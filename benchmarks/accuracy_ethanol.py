@@ -54,11 +54,20 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("pet", "pet_ecse")
 SEED = 42
 CUTOFF = 5.0
+PET_ECSE_SHAPE = {
+    "cutoff": CUTOFF,
+    "num_gnn_layers": 2,
+    "num_attention_layers": 2,
+    "num_heads": 8,
+    "d_feedforward": 256,
+    "transformer_type": "PreLN",
+}
 
 TRAINING = {
     "batch_size": 16,
     "learning_rate": 5.0e-4,
     "warmup_fraction": 0.05,
+    "best_model_metric": "loss",
     "log_interval": 1,
     "checkpoint_interval": 10000,
     "loss": {
@@ -144,21 +153,21 @@ def parameter_count(arch, model_hypers):
 
 
 def model_hypers():
-    """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` at its defaults but with
-    ``d_feedforward`` (a multiple of 16) chosen to match ``pet``'s parameter count."""
+    """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` in ``pet``'s shape (2
+    blocks of 2 pre-LayerNorm layers, 8 heads, feed-forward 256) with the node
+    width ``d_node`` (a multiple of 16) chosen to match ``pet``'s parameter count."""
     pet = {"cutoff": CUTOFF}
     n_pet = parameter_count("pet", pet)
     best = None
-    for d_ff in range(512, 1537, 16):
-        ecse = {"cutoff": CUTOFF, "d_feedforward": d_ff}
+    for d_node in range(128, 1025, 16):
+        ecse = {**PET_ECSE_SHAPE, "d_node": d_node}
         n = parameter_count("pet_ecse", ecse)
         if best is None or abs(n - n_pet) < abs(best[1] - n_pet):
             best = (ecse, n)
         if n > n_pet:
             break
     ecse, n_ecse = best
-    d_ff = ecse["d_feedforward"]
-    log(f"parameters: pet {n_pet}, pet_ecse {n_ecse} (d_feedforward {d_ff})")
+    log(f"parameters: pet {n_pet}, pet_ecse {n_ecse} (d_node {ecse['d_node']})")
     return {"pet": (pet, n_pet), "pet_ecse": (ecse, n_ecse)}
 
 
@@ -426,7 +435,7 @@ TRAINING_COLUMNS = [
     ("probe_cpu_s_per_epoch", "CPU s/epoch (probe)", "{:.1f}"),
     ("probe_wall_s_per_epoch", "wall s/epoch (probe)", "{:.1f}"),
     ("epochs", "epochs", "{}"),
-    ("best_epoch", "best epoch (mae_prod)", "{}"),
+    ("best_epoch", "best epoch (val. loss)", "{}"),
     ("train_loop_cpu_s", "training CPU (s)", "{:.0f}"),
     ("train_loop_wall_s", "training wall (s)", "{:.0f}"),
 ]
@@ -499,7 +508,7 @@ def interpretation(rows):
         ratio_plain = ecse["force_mae_meV_A"] / plain["force_mae_meV_A"]
         if weights == "best":
             head = (
-                "With the weights `mtt export` uses (best validation `mae_prod`: "
+                "With the weights `mtt export` uses (best validation loss: "
                 f"epoch {pet['epoch_used']} of `pet`, epoch {plain['epoch_used']} of "
                 "`pet_ecse`)"
             )
@@ -570,8 +579,7 @@ def notes(rows, meta):
             "plain PET during training) between the first and the last epoch."
         )
     text.append(
-        "- Validation `mae_prod` (energy MAE × force MAE, metatrain's default "
-        f"`best_model_metric`) selected epoch {pet['best_epoch']} of "
+        "- Validation loss (`best_model_metric: loss` for both) selected epoch {pet['best_epoch']} of "
         f"0–{pet['epochs'] - 1} for `pet` and epoch {plain['best_epoch']} of "
         f"0–{plain['epochs'] - 1} for `pet_ecse`; those are the weights `mtt train` "
         'and `mtt export` export (rows "best").'
@@ -627,17 +635,18 @@ are also in `docs/benchmarks-accuracy.csv`.
   {TRAINING["batch_size"]}, learning rate {TRAINING["learning_rate"]}, warm-up
   fraction {TRAINING["warmup_fraction"]} then cosine decay (both trainers), MSE
   loss with energy weight 1 and force weight 10, random O(3) augmentation (each
-  trainer's default), cutoff {CUTOFF} Å, best model by validation `mae_prod`.
+  trainer's default), cutoff {CUTOFF} Å, best model by validation loss.
 - Models: `pet` with metatrain's default hypers except `cutoff: {CUTOFF}`
-  ({meta["params"]["pet"]:,} parameters); `pet_ecse` with its defaults except
-  `cutoff: {CUTOFF}`, `d_feedforward: {hypers["pet_ecse"]["d_feedforward"]}`
-  ({meta["params"]["pet_ecse"]:,} parameters, {meta["param_ratio"]:+.1%}).
+  ({meta["params"]["pet"]:,} parameters); `pet_ecse` in `pet`'s shape:
+  `{json.dumps(hypers["pet_ecse"])}`, the node width `d_node` matching the
+  parameter count ({meta["params"]["pet_ecse"]:,} parameters,
+  {meta["param_ratio"]:+.1%}).
   `pet_ecse` trains plain PET (`symmetrization.during_training: false`); its
   checkpoint is exported plain (`pet-ecse export --method none`, row "plain") and
   with ECSE (`pet-ecse export --method ecse`, what `mtt export` gives by default,
   row "ECSE"). `pet` is exported with `mtt export`.
 - Weights: "best" are those `mtt train`/`mtt export` export (the epoch with the
-  best validation `mae_prod`, energy MAE × force MAE, metatrain's default);
+  best validation loss, `best_model_metric: loss` for both);
   "last" are those of the last epoch, where the cosine schedule ends (exported from
   a copy of the checkpoint whose best weights are replaced by the last ones).
 - Equal budget: a {meta["probe_epochs"]}-epoch probe of each architecture gives its

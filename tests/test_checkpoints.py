@@ -65,3 +65,14 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.save({**reference(), "architecture_name": "soap_bpnn"}, path)
     with pytest.raises(ValueError, match="not a pet_ecse checkpoint"):
         export_checkpoint(str(path), str(tmp_path / "out.pt"), {})
+
+
+def test_version_1_upgrade_keeps_the_paper_model_and_resets_the_optimizer():
+    checkpoint = PETECSE.upgrade_checkpoint(reference())
+    hypers = checkpoint["model_data"]["model_hypers"]
+    assert hypers["d_node"] is None and hypers["transformer_type"] == "PostLN"
+    bias = checkpoint["model_state_dict"]["network.last_layers.energy.bias"]
+    assert torch.equal(bias, torch.zeros_like(bias))
+    assert checkpoint["optimizer_state_dict"] is None
+    model = model_from_checkpoint(checkpoint, context="restart")
+    assert model.network.last_layers["energy"].bias is not None

@@ -51,9 +51,11 @@ class PETECSETests(ArchitectureTests):
 
     @pytest.fixture
     def model_hypers(self, minimal_model_hypers):
+        """A wider node stream and pre-LayerNorm (the paper's layout is tested by
+        :class:`TestOutputAtomFrames`)."""
         hypers = copy.deepcopy(minimal_model_hypers)
-        hypers.update(d_pet=8, d_head=8, d_feedforward=16, num_heads=2)
-        hypers["num_gnn_layers"] = 2
+        hypers.update(d_pet=8, d_node=16, d_head=8, d_feedforward=16, num_heads=2)
+        hypers.update(num_gnn_layers=2, transformer_type="PreLN")
         return hypers
 
 
@@ -73,7 +75,10 @@ class TestOutput(OutputTests, PETECSETests):
 
     @pytest.fixture
     def n_features(self, model_hypers):
-        return 2 * model_hypers["d_pet"] * model_hypers["num_gnn_layers"]
+        width = model_hypers["d_pet"] + (
+            model_hypers["d_node"] or model_hypers["d_pet"]
+        )
+        return width * model_hypers["num_gnn_layers"]
 
     @pytest.fixture
     def n_last_layer_features(self, model_hypers):

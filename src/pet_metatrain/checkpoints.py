@@ -4,11 +4,43 @@ Add ``MODEL_UPGRADES[v] = function`` (turning a version ``v`` checkpoint into
 version ``v + 1`` in place) whenever the model or trainer checkpoint changes.
 """
 
+import logging
 from typing import Any, Callable, Dict
 
 Upgrade = Callable[[Dict[str, Any]], None]
 
-MODEL_UPGRADES: Dict[int, Upgrade] = {}
+
+def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
+    """v2 added the node stream (``d_node``), ``transformer_type`` and a bias in
+    the last layer of scalar targets: v1 models are the paper's PET without it."""
+    hypers = checkpoint["model_data"]["model_hypers"]
+    hypers.setdefault("d_node", None)
+    hypers.setdefault("transformer_type", "PostLN")
+    targets = checkpoint["model_data"]["dataset_info"].targets
+    for key in ("model_state_dict", "best_model_state_dict"):
+        state_dict = checkpoint.get(key)
+        if state_dict is None:
+            continue
+        for name, target in targets.items():
+            weight = state_dict[f"network.last_layers.{name}.weight"]
+            if not target.is_cartesian:
+                state_dict[f"network.last_layers.{name}.bias"] = weight.new_zeros(
+                    weight.shape[0]
+                )
+    if checkpoint.get("optimizer_state_dict") is not None:
+        # the new biases shift the optimizer's parameter indices
+        logging.warning(
+            "checkpoint from pet_ecse model version 1: a restart starts the "
+            "optimizer and learning-rate schedule afresh"
+        )
+    for key in ("optimizer_state_dict", "best_optimizer_state_dict"):
+        if key in checkpoint:
+            checkpoint[key] = None
+    if "scheduler_state_dict" in checkpoint:
+        checkpoint["scheduler_state_dict"] = None
+
+
+MODEL_UPGRADES: Dict[int, Upgrade] = {1: _model_v1_to_v2}
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 
 

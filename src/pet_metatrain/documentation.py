@@ -95,6 +95,11 @@ class ModelHypers(TypedDict):
     """Width of the cosine switching function at the cutoff."""
     d_pet: int = 128
     """Dimension of the edge tokens."""
+    d_node: Optional[int] = None
+    """Width of the central-token (node) stream. ``None`` (or ``d_pet``) gives the
+    paper's central token; wider, it gets its own projections and feed-forward
+    network, which run once per atom and so add capacity at little cost (the same
+    idea as ``d_node`` in metatrain's ``pet``)."""
     d_head: int = 128
     """Hidden width of the readout heads."""
     d_feedforward: int = 512
@@ -105,6 +110,9 @@ class ModelHypers(TypedDict):
     """Transformer layers in each message-passing block."""
     num_gnn_layers: int = 3
     """Number of message-passing blocks."""
+    transformer_type: Literal["PostLN", "PreLN"] = "PostLN"
+    """``PostLN`` normalizes after each residual sum (the paper); ``PreLN`` before
+    attention and feed-forward, which trains stably at higher learning rates."""
     symmetrization: SymmetrizationHypers = init_with_defaults(SymmetrizationHypers)
     """Exact rotational symmetrization by ECSE, see :class:`SymmetrizationHypers`."""
 

@@ -8,7 +8,7 @@ then averages each block's output tokens over an atom's views, which makes the
 exchanged messages, and so the whole model, exactly rotation invariant.
 """
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -23,6 +23,12 @@ class Views(NamedTuple):
     rotation: torch.Tensor  # [n_views, 3, 3] frame F, coordinates x' = x @ F
     weight: torch.Tensor  # [n_views], sums to one over the views of an atom
     isotropic: torch.Tensor  # [n_views] bool: read distances only
+
+
+def node_width(hypers: Dict) -> int:
+    """``d_node``, which defaults to ``d_pet`` (the paper's single width)."""
+    d_node = hypers.get("d_node")
+    return int(hypers["d_pet"] if d_node is None else d_node)
 
 
 def _mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
@@ -40,18 +46,21 @@ class MessagePassingBlock(torch.nn.Module):
     def __init__(self, hypers: Dict, num_species: int) -> None:
         super().__init__()
         d_pet = hypers["d_pet"]
+        d_node = node_width(hypers)
         self.geometry_embedding = torch.nn.Linear(4, d_pet)
         self.token_embedding = torch.nn.Sequential(
             torch.nn.Linear(2 * d_pet, d_pet),
             torch.nn.SiLU(),
             torch.nn.Linear(d_pet, d_pet),
         )
-        self.central_embedding = torch.nn.Embedding(num_species, d_pet)
+        self.central_embedding = torch.nn.Embedding(num_species, d_node)
         self.transformer = Transformer(
             d_pet,
             hypers["num_heads"],
             hypers["d_feedforward"],
             hypers["num_attention_layers"],
+            d_node,
+            hypers["transformer_type"] == "PreLN",
         )
         self.central_heads = torch.nn.ModuleDict({})
         self.bond_heads = torch.nn.ModuleDict({})
@@ -62,17 +71,19 @@ class MessagePassingBlock(torch.nn.Module):
         messages: torch.Tensor,
         species_index: torch.Tensor,
         factors: torch.Tensor,
-    ) -> torch.Tensor:
-        """Output tokens [n, 1 + max_neighbors, d], the central token first."""
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d]."""
         edge_tokens = self.token_embedding(
             torch.cat([self.geometry_embedding(geometry), messages], dim=-1)
         )
-        central = self.central_embedding(species_index)[:, None, :]
-        tokens = torch.cat([central, edge_tokens], dim=1)
         ones = torch.ones(
             factors.shape[0], 1, dtype=factors.dtype, device=factors.device
         )
-        return self.transformer(tokens, torch.cat([ones, factors], dim=1))
+        return self.transformer(
+            self.central_embedding(species_index),
+            edge_tokens,
+            torch.cat([ones, factors], dim=1),
+        )
 
 
 class PETNetwork(torch.nn.Module):
@@ -82,6 +93,7 @@ class PETNetwork(torch.nn.Module):
         super().__init__()
         self.atomic_types: List[int] = list(atomic_types)
         self.d_pet = int(hypers["d_pet"])
+        self.d_node = node_width(hypers)
         self.d_head = int(hypers["d_head"])
         self.num_blocks = int(hypers["num_gnn_layers"])
         lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
@@ -101,13 +113,15 @@ class PETNetwork(torch.nn.Module):
     def add_output(self, name: str, shape: List[int], is_vector: bool) -> None:
         """Register heads for a target whose per-atom values have ``shape``."""
         for block in self.blocks:
-            block.central_heads[name] = _mlp(self.d_pet, self.d_head)
+            block.central_heads[name] = _mlp(self.d_node, self.d_head)
             block.bond_heads[name] = _mlp(self.d_pet, self.d_head)
         size = 1
         for dim in shape:
             size *= dim
+        # a bias lets scalar targets shift freely (an offset learnt through the
+        # weights alone lingered for epochs); vectors get none, it would orient them
         self.last_layers[name] = torch.nn.Linear(
-            2 * self.num_blocks * self.d_head, size, bias=False
+            2 * self.num_blocks * self.d_head, size, bias=not is_vector
         )
         self.output_shapes[name] = shape
         self.is_vector[name] = is_vector
@@ -159,19 +173,23 @@ class PETNetwork(torch.nn.Module):
         features: List[torch.Tensor] = []
         for block in self.blocks:
             view_messages = messages if views is None else messages[views.atom]
-            tokens = block(view_geometry, view_messages, view_species, view_factors)
+            central, edge_tokens = block(
+                view_geometry, view_messages, view_species, view_factors
+            )
             # TorchScript indexes ModuleDicts only by literal keys: iterate instead
             for name, central_head in block.central_heads.items():
                 if name in head_features:
-                    head_features[name].append(central_head(tokens[:, 0]))
+                    head_features[name].append(central_head(central))
             for name, bond_head in block.bond_heads.items():
                 if name in head_features:
-                    bonds = bond_head(tokens[:, 1:]) * view_factors[:, :, None]
+                    bonds = bond_head(edge_tokens) * view_factors[:, :, None]
                     head_features[name].append(bonds.sum(dim=1))
             if views is not None:
-                tokens = weighted_sum(tokens, views.atom, views.weight, n_atoms)
-            edge_tokens = tokens[:, 1:]
-            features.append(tokens[:, 0])
+                central = weighted_sum(central, views.atom, views.weight, n_atoms)
+                edge_tokens = weighted_sum(
+                    edge_tokens, views.atom, views.weight, n_atoms
+                )
+            features.append(central)
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
             reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
                 reverse

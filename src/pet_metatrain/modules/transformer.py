@@ -8,6 +8,8 @@ backward needed to train on forces; in evaluation the same function runs as
 attention matrices (far less memory, e.g. for ECSE's many views).
 """
 
+from typing import Tuple
+
 import torch
 
 
@@ -51,39 +53,98 @@ class SmoothAttention(torch.nn.Module):
 
 
 class TransformerLayer(torch.nn.Module):
-    """Post-LayerNorm transformer layer, as in the PET paper."""
+    """One transformer layer over [central token, edge tokens].
 
-    def __init__(self, d_model: int, num_heads: int, d_feedforward: int) -> None:
+    The central token may live in a wider ``d_node`` stream (as in metatrain's
+    ``pet``): it is projected to ``d_model`` for attention and its update is
+    projected back, followed by a feed-forward network that runs once per atom, so
+    node width costs little. ``pre_norm`` chooses pre-LayerNorm (stable at higher
+    learning rates) over the paper's post-LayerNorm.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_feedforward: int,
+        d_node: int,
+        pre_norm: bool,
+    ) -> None:
         super().__init__()
+        self.pre_norm = pre_norm
         self.attention = SmoothAttention(d_model, num_heads)
         self.norm_attention = torch.nn.LayerNorm(d_model)
-        self.feedforward = torch.nn.Sequential(
-            torch.nn.Linear(d_model, d_feedforward),
-            torch.nn.SiLU(),
-            torch.nn.Linear(d_feedforward, d_model),
-        )
+        self.feedforward = _feedforward(d_model, d_feedforward)
         self.norm_feedforward = torch.nn.LayerNorm(d_model)
+        self.separate_node = d_node != d_model
+        if self.separate_node:
+            self.node_to_token = torch.nn.Linear(d_node, d_model)
+            self.token_to_node = torch.nn.Linear(d_model, d_node)
+            self.node_feedforward = _feedforward(d_node, 2 * d_node)
+            self.norm_node = torch.nn.LayerNorm(d_node)
+        else:
+            self.node_to_token = torch.nn.Identity()
+            self.token_to_node = torch.nn.Identity()
+            self.node_feedforward = torch.nn.Identity()
+            self.norm_node = torch.nn.Identity()
 
-    def forward(self, tokens: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, node: torch.Tensor, edges: torch.Tensor, factors: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``node`` [batch, d_node], ``edges`` [batch, seq, d], ``factors``
+        [batch, 1 + seq] (central token first)."""
+        tokens = torch.cat([self.node_to_token(node)[:, None, :], edges], dim=1)
+        if self.pre_norm:
+            mixed = self.attention(self.norm_attention(tokens), factors)
+            if not self.separate_node:
+                tokens = tokens + mixed
+                tokens = tokens + self.feedforward(self.norm_feedforward(tokens))
+                return tokens[:, 0], tokens[:, 1:]
+            edges = edges + mixed[:, 1:]
+            edges = edges + self.feedforward(self.norm_feedforward(edges))
+            node = node + self.token_to_node(mixed[:, 0])
+            return node + self.node_feedforward(self.norm_node(node)), edges
         tokens = self.norm_attention(tokens + self.attention(tokens, factors))
-        return self.norm_feedforward(tokens + self.feedforward(tokens))
+        if not self.separate_node:
+            tokens = self.norm_feedforward(tokens + self.feedforward(tokens))
+            return tokens[:, 0], tokens[:, 1:]
+        edges = tokens[:, 1:]
+        edges = self.norm_feedforward(edges + self.feedforward(edges))
+        node = node + self.token_to_node(tokens[:, 0])
+        return self.norm_node(node + self.node_feedforward(node)), edges
+
+
+def _feedforward(d_model: int, d_hidden: int) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(d_model, d_hidden),
+        torch.nn.SiLU(),
+        torch.nn.Linear(d_hidden, d_model),
+    )
 
 
 class Transformer(torch.nn.Module):
     """A stack of :class:`TransformerLayer`."""
 
     def __init__(
-        self, d_model: int, num_heads: int, d_feedforward: int, num_layers: int
+        self,
+        d_model: int,
+        num_heads: int,
+        d_feedforward: int,
+        num_layers: int,
+        d_node: int,
+        pre_norm: bool,
     ) -> None:
         super().__init__()
         self.layers = torch.nn.ModuleList(
             [
-                TransformerLayer(d_model, num_heads, d_feedforward)
+                TransformerLayer(d_model, num_heads, d_feedforward, d_node, pre_norm)
                 for _ in range(num_layers)
             ]
         )
 
-    def forward(self, tokens: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, node: torch.Tensor, edges: torch.Tensor, factors: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         for layer in self.layers:
-            tokens = layer(tokens, factors)
-        return tokens
+            node, edges = layer(node, edges, factors)
+        return node, edges
