@@ -579,7 +579,8 @@ def notes(rows, meta):
             "plain PET during training) between the first and the last epoch."
         )
     text.append(
-        "- Validation loss (`best_model_metric: loss` for both) selected epoch {pet['best_epoch']} of "
+        "- Validation loss (`best_model_metric: loss` for both) selected epoch "
+        f"{pet['best_epoch']} of "
         f"0–{pet['epochs'] - 1} for `pet` and epoch {plain['best_epoch']} of "
         f"0–{plain['epochs'] - 1} for `pet_ecse`; those are the weights `mtt train` "
         'and `mtt export` export (rows "best").'
