@@ -155,11 +155,11 @@ def parameter_count(arch, model_hypers):
 def model_hypers():
     """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` in ``pet``'s shape (2
     blocks of 2 pre-LayerNorm layers, 8 heads, feed-forward 256) with the node
-    width ``d_node`` (a multiple of 16) chosen to match ``pet``'s parameter count."""
+    width ``d_node`` (a multiple of 8) chosen to match ``pet``'s parameter count."""
     pet = {"cutoff": CUTOFF}
     n_pet = parameter_count("pet", pet)
     best = None
-    for d_node in range(128, 1025, 16):
+    for d_node in range(128, 1025, 8):
         ecse = {**PET_ECSE_SHAPE, "d_node": d_node}
         n = parameter_count("pet_ecse", ecse)
         if best is None or abs(n - n_pet) < abs(best[1] - n_pet):
