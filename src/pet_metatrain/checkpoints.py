@@ -11,11 +11,13 @@ Upgrade = Callable[[Dict[str, Any]], None]
 
 
 def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
-    """v2 added the node stream (``d_node``), ``transformer_type`` and a bias in
-    the last layer of scalar targets: v1 models are the paper's PET without it."""
+    """v2 added the node stream (``d_node``), ``transformer_type``, a bias in the
+    last layer of scalar targets and the centre preference of structure frames:
+    v1 models are the paper's PET without them (and keep the reference pruning)."""
     hypers = checkpoint["model_data"]["model_hypers"]
     hypers.setdefault("d_node", None)
     hypers.setdefault("transformer_type", "PostLN")
+    hypers["symmetrization"].setdefault("centre_preference_length", None)
     targets = checkpoint["model_data"]["dataset_info"].targets
     for key in ("model_state_dict", "best_model_state_dict"):
         state_dict = checkpoint.get(key)

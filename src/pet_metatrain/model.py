@@ -27,7 +27,12 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 from . import checkpoints
 from .documentation import ModelHypers
 from .ecse.frames import FrameBuilder, WeightedFrames
-from .ecse.structure import accumulate_copies, rotated_copies, select_frames
+from .ecse.structure import (
+    accumulate_copies,
+    centre_preference,
+    rotated_copies,
+    select_frames,
+)
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork, Views
 from .modules.switching import cosine_cutoff
@@ -105,6 +110,8 @@ class PETECSE(ModelInterface[ModelHypers]):
             frames = "atom" if self.symmetrize_in_training else "structure"
         self.per_atom_frames = frames == "atom"
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
+        length = symmetrization["centre_preference_length"]
+        self.centre_preference_length = 0.0 if length is None else float(length)
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
@@ -349,12 +356,21 @@ class PETECSE(ModelInterface[ModelHypers]):
 
     def _structure_frames(self, graph: EdgeGraph, n_systems: int) -> WeightedFrames:
         """Frames pooled and pruned per structure."""
+        preference: Optional[torch.Tensor] = None
+        if self.centre_preference_length > 0.0:
+            preference = centre_preference(
+                graph.positions,
+                graph.system_index,
+                graph.periodic,
+                self.centre_preference_length,
+            )
         return self.frame_builder(
             graph.edge_vectors,
             graph.distances,
             graph.mask,
             graph.system_index,
             n_systems,
+            preference,
         )
 
     def _add_rotated_copies(

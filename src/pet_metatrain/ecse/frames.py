@@ -5,7 +5,7 @@ pairs co-rotates with the structure, which is what makes the average exact. See
 docs/ecse.md (and the ECSE paper) for the protocol and its defaults.
 """
 
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 import torch
 
@@ -48,11 +48,15 @@ class FrameBuilder(torch.nn.Module):
         mask: torch.Tensor,
         atom_group: torch.Tensor,
         num_groups: int,
+        preference: Optional[torch.Tensor] = None,
     ) -> WeightedFrames:
         """Frames of every atom's neighbourhood, pooled and pruned per group.
 
         ``atom_group`` [n_atoms] assigns atoms to groups: the structure index for
-        structure-wide frames, ``arange(n_atoms)`` for per-atom frames.
+        structure-wide frames, ``arange(n_atoms)`` for per-atom frames. Pruning
+        ranks frames by weight times ``preference`` [n_atoms] of their centre atom
+        (in (0, 1], invariant): lower preference is pruned first; the weights of
+        the surviving frames are not scaled by it.
         """
         dtype = edge_vectors.dtype
         inside = mask & (distances < self.outer_cutoff)
@@ -89,7 +93,10 @@ class FrameBuilder(torch.nn.Module):
         frame_weights = weights[atom, first, second]
         rotations = _pair_frames(edge_vectors[atom, first], edge_vectors[atom, second])
         group = atom_group[atom]
-        return self._prune(group, rotations, frame_weights, num_groups)
+        scores: Optional[torch.Tensor] = None
+        if preference is not None:
+            scores = frame_weights * preference[atom]
+        return self._prune(group, rotations, frame_weights, scores, num_groups)
 
     def _inner_cutoff(
         self,
@@ -141,29 +148,38 @@ class FrameBuilder(torch.nn.Module):
         group: torch.Tensor,
         rotations: torch.Tensor,
         weights: torch.Tensor,
+        scores: Optional[torch.Tensor],
         num_groups: int,
     ) -> WeightedFrames:
-        """Smoothly drop frames much lighter than the best one of their group, and
-        weight in the isotropic fallback where no frame is good."""
+        """Smoothly drop frames whose score is much lower than the best one of
+        their group, and weight in the isotropic fallback where no frame is good."""
         best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
         half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
         fallback = smooth_cutoff(best, half, 0.5)
         pruning_off = smooth_cutoff(best, half, 0.25)
-        for index in range(self.pruning_passes):
-            if index > 0:  # the first pass uses the maximum computed above
-                best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
-            reference = best[group]
+        top: Optional[torch.Tensor] = None
+        if scores is None:
+            scores = weights
+            top = best  # the first pass reuses the maximum above
+        for _ in range(self.pruning_passes):
+            if top is None:
+                top = _group_smooth_max(scores, group, num_groups, self.beta_weights)
+            reference = top[group]
             keep = smooth_step(
-                weights,
+                scores,
                 self.pruning_threshold * reference,
                 self.pruning_width * reference,
             )
             off = pruning_off[group]
-            weights = weights * (keep * (1.0 - off) + off)
+            factor = keep * (1.0 - off) + off
+            weights = weights * factor
+            scores = scores * factor
             selected = weights > 1e-10
             group = group[selected]
             rotations = rotations[selected]
             weights = weights[selected]
+            scores = scores[selected]
+            top = None
 
         with_fallback = torch.nonzero(fallback > 0).flatten()
         group = torch.cat([group, with_fallback])

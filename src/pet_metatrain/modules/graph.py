@@ -23,6 +23,8 @@ class EdgeGraph(NamedTuple):
     reverse: torch.Tensor  # [n_atoms * max_neighbors] flat index of reverse edge
     system_index: torch.Tensor  # [n_atoms]
     samples: Labels  # ("system", "atom") of every atom
+    positions: torch.Tensor  # [n_atoms, 3]
+    periodic: torch.Tensor  # [n_systems] bool, periodic in any direction
 
 
 def systems_to_graph(systems: List[System], options: NeighborListOptions) -> EdgeGraph:
@@ -40,6 +42,7 @@ def systems_to_graph(systems: List[System], options: NeighborListOptions) -> Edg
     shifts_list: List[torch.Tensor] = []
     edge_system_list: List[torch.Tensor] = []
     cells: List[torch.Tensor] = []
+    periodic: List[torch.Tensor] = []
     offset = 0
     for index, system in enumerate(systems):
         neighbors = system.get_neighbor_list(options)
@@ -53,6 +56,7 @@ def systems_to_graph(systems: List[System], options: NeighborListOptions) -> Edg
         shifts_list.append(values[:, 2:])
         edge_system_list.append(torch.full((values.shape[0],), index, device=device))
         cells.append(system.cell)
+        periodic.append(torch.any(system.pbc))
         offset += n_atoms
 
     positions = torch.cat(positions_list)
@@ -118,6 +122,8 @@ def systems_to_graph(systems: List[System], options: NeighborListOptions) -> Edg
         reverse=reverse,
         system_index=system_index,
         samples=samples,
+        positions=positions,
+        periodic=torch.stack(periodic),
     )
 
 
