@@ -4,11 +4,11 @@ One command measures, on one CPU thread, with untrained float32 models (timings 
 not depend on the weights) and a 4.5 A cutoff everywhere:
 
 1. inference (energy + forces) of the raw models on molecules and diamond cells:
-   ``pet``, ``pet_ecse`` plain, ``pet_ecse`` with structure-wide ECSE frames and with
-   per-atom ECSE frames;
+   ``pet``, ``pet_ecse`` plain (matched, and at the paper's defaults), ``pet_ecse``
+   with structure-wide ECSE frames and with per-atom ECSE frames;
 2. the same through ASE, with exported ``model.pt`` files and ``MetatomicCalculator``;
 3. training throughput (one Adam step, energy + forces MSE, batch of 16 ethanol
-   frames);
+   frames), also of the paper's configuration;
 4. the number of ECSE frames per structure and per atom, before and after pruning;
 5. ECSE against the quadrature average of ``metatomic_ase.SymmetrizedCalculator``
    (rotational error and cost);
@@ -16,14 +16,29 @@ not depend on the weights) and a 4.5 A cutoff everywhere:
    warm-up call, measured with ``/proc/self/clear_refs``);
 
 re-measures the largest diamond cell with glibc's mmap turned off (page faults),
-and profiles the per-atom ECSE path on the 512-atom diamond cell.
+and profiles the per-atom ECSE path on the 512-atom diamond cell (tiny model; 216
+atoms with ``--quick``) and, without ``--quick``, on the 64-atom cell (matched
+model).
 
 Times are CPU times of the process (user + system), with wall times beside them: on
 a shared machine a single-threaded call's wall time includes waiting for a core.
-Models: a ``matched`` pair (metatrain ``pet`` defaults, ~2.9 M parameters, and a
-``pet_ecse`` with the same parameter count) for molecules and the 64-atom cell, and
-a ``tiny`` matched pair for the diamond-cell scaling (per-atom frames with forces
-need ~60 MB per atom with the matched ``pet_ecse``).
+Models (metatrain's convention, as in ``benchmarks/accuracy_ethanol.py``):
+
+- ``matched``: metatrain's ``pet`` at its defaults (~2.9 M parameters) and a
+  ``pet_ecse`` in ``pet``'s shape (d_pet, d_head, heads, d_feedforward and the
+  2 blocks x 2 layers copied from ``pet``, pre-LayerNorm) whose node width
+  ``d_node`` (a multiple of 8) matches ``pet``'s parameter count; molecules and the
+  64-atom cell;
+- ``paper``: ``pet_ecse`` at its own defaults (the paper's 3 blocks x 3
+  post-LayerNorm layers, d_feedforward 512, 4 heads, no separate node stream) with
+  only the cutoff changed, not matched in parameters; plain, molecules and the
+  64-atom cell, and training;
+- ``tiny``: the same convention at a much smaller size (``pet`` with d_pet, d_head,
+  d_node and d_feedforward 32 and 2 heads), for the diamond-cell scaling (per-atom
+  frames with forces need tens of MB per atom with the matched ``pet_ecse``). At
+  this size no wider node stream comes close (its projections and feed-forward come
+  at once: d_node 40 gives ~1.4x ``pet``'s parameters), so ``pet_ecse`` keeps
+  d_node = d_pet, with ~25% fewer parameters.
 
 Tables are printed, written to ``<out>/benchmarks-speed.md`` and
 ``<out>/benchmarks-speed.csv`` (long format), and plotted to
@@ -33,8 +48,9 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py [--quick] [--out docs]
 
-``--quick`` uses fewer repeats and rotations, and skips the 1000-atom cell; the
-default run takes about 20 minutes on one thread (14 minutes of CPU time).
+``--quick`` uses fewer repeats and rotations, and skips the 1000-atom cell
+(``--quick --no-profile`` took ~4 minutes on one thread); the default run takes
+several times longer.
 """
 
 import argparse
@@ -141,11 +157,20 @@ def machine_info():
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
+    memory = "n/a"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 2**20:.1f}"
+                break
+    except OSError:
+        pass
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "memory (GiB)": memory,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "metatrain": metatrain.__version__,
@@ -353,39 +378,68 @@ def make_pet(**changes):
     return PET(hypers, dataset_info()).to(torch.float32).eval(), hypers
 
 
-def make_pet_ecse(target_params, method="none", frames="structure", **changes):
-    """pet_ecse with ``changes``, d_feedforward (a multiple of 32) chosen to match
-    ``target_params`` as closely as possible."""
+def pet_shape(pet_hypers):
+    """``pet_ecse`` hypers giving ``pet``'s transformer shape: its widths, heads and
+    depth, with pre-LayerNorm (``pet``'s default)."""
+    shape = {
+        key: pet_hypers[key]
+        for key in (
+            "d_pet",
+            "d_head",
+            "num_heads",
+            "d_feedforward",
+            "num_attention_layers",
+            "num_gnn_layers",
+        )
+    }
+    shape["transformer_type"] = "PreLN"
+    return shape
+
+
+def make_pet_ecse(
+    target_params, method="none", frames="structure", search="d_node", **changes
+):
+    """pet_ecse with ``changes``, the width ``search`` (``d_node`` or
+    ``d_feedforward``, a multiple of 8, upwards from ``d_pet``) chosen to match
+    ``target_params`` as closely as possible (as in
+    ``benchmarks/accuracy_ethanol.py``)."""
     base = copy.deepcopy(get_default_hypers("pet_ecse")["model"])
     base["cutoff"] = CUTOFF
     base.update(changes)
     best = None
-    for d_ff in range(64, 4097, 32):
+    for width in range(base["d_pet"], 4097, 8):
         hypers = copy.deepcopy(base)
-        hypers["d_feedforward"] = d_ff
+        hypers[search] = width
         count = n_params(PETECSE(hypers, dataset_info()))
         if best is None or abs(count - target_params) < abs(best[1] - target_params):
-            best = (d_ff, count)
+            best = (width, count)
         if count > target_params:
             break
-    base["d_feedforward"] = best[0]
+    base[search] = best[0]
     base["symmetrization"]["method"] = method
     base["symmetrization"]["frames"] = frames
     torch.manual_seed(SEED)
     return PETECSE(base, dataset_info()).to(torch.float32).eval(), base
 
 
+def make_paper_ecse():
+    """pet_ecse at its own defaults (the paper's configuration), only the cutoff
+    changed; not matched in parameters, measured plain."""
+    hypers = copy.deepcopy(get_default_hypers("pet_ecse")["model"])
+    hypers["cutoff"] = CUTOFF
+    hypers["symmetrization"]["method"] = "none"
+    torch.manual_seed(SEED)
+    return PETECSE(hypers, dataset_info()).to(torch.float32).eval(), hypers
+
+
 def make_tiny_pair():
-    """The small matched pair used for the diamond-cell scaling."""
+    """The small matched pair used for the diamond-cell scaling: a small ``pet`` and
+    a ``pet_ecse`` in its shape; at this size a separate node stream (``d_node``
+    40, the next step) overshoots ``pet``'s count, so ``d_feedforward`` matches it."""
     pet = make_pet(d_pet=32, d_head=32, d_node=32, d_feedforward=32, num_heads=2)
-    ecse = make_pet_ecse(
-        n_params(pet[0]),
-        d_pet=32,
-        d_head=32,
-        num_heads=2,
-        num_attention_layers=2,
-        num_gnn_layers=2,
-    )
+    shape = pet_shape(pet[1])
+    del shape["d_feedforward"]
+    ecse = make_pet_ecse(n_params(pet[0]), search="d_feedforward", **shape)
     return pet, ecse
 
 
@@ -431,8 +485,9 @@ def energy_forces(model, system):
 
 
 def count_frames(model, atoms):
-    """ECSE frames of ``atoms``: structure-wide and per atom, after and before
-    pruning."""
+    """ECSE frames of ``atoms``: structure-wide (as the model prunes them, with its
+    centre preference for molecules where it has one) and per atom, after and
+    before pruning."""
     graph = systems_to_graph([torch_system(atoms, model)], model.requested_nl)
     n = graph.species.shape[0]
     builder = model.frame_builder
@@ -442,13 +497,7 @@ def count_frames(model, atoms):
         for label, n_passes in [("after", passes), ("before", 0)]:
             builder.pruning_passes = n_passes
             try:
-                whole = builder(
-                    graph.edge_vectors,
-                    graph.distances,
-                    graph.mask,
-                    torch.zeros(n, dtype=torch.long),
-                    1,
-                )
+                whole = model._structure_frames(graph, 1)
                 atoms_frames = builder(
                     graph.edge_vectors,
                     graph.distances,
@@ -466,6 +515,9 @@ def count_frames(model, atoms):
                 "atom max": int(per_atom.max()),
                 "atom isotropic": int(atoms_frames.isotropic.sum()),
             }
+    result["pruning passes"] = passes
+    result["centre preference length"] = getattr(model, "centre_preference_length", 0.0)
+    result["outer cutoff"] = float(builder.outer_cutoff)
     result["max neighbors"] = int(graph.mask.shape[1])
     result["mean neighbors"] = float(graph.mask.sum(1).double().mean())
     # cost of building per-atom frames (forward only, no gradients)
@@ -481,7 +533,7 @@ def count_frames(model, atoms):
 # ---------------------------------------------------------------- sections
 
 MODES = ["pet", "plain", "ecse-structure", "ecse-atom"]
-SHAPE_MODE = "plain, pet's shape"
+PAPER_MODE = "plain, paper defaults"
 
 
 def mode_label(mode):
@@ -719,14 +771,13 @@ def section_training(pair, steps, max_memory_mb):
         for model in contenders.values():
             if model is not fallback and hasattr(model, "train_fallback"):
                 model.train_fallback = False
-    if pair.get("shape") is not None:
-        # pet_ecse with pet's transformer shape: the cost of the implementation
-        # rather than of the architecture choice
-        shape = copy.deepcopy(pair["shape"])
-        set_mode(shape, "plain")
-        if hasattr(shape, "train_fallback"):
-            shape.train_fallback = False
-        contenders[SHAPE_MODE] = shape
+    if pair.get("paper") is not None:
+        # pet_ecse at the paper's defaults (not matched in parameters), plain
+        paper = copy.deepcopy(pair["paper"])
+        set_mode(paper, "plain")
+        if hasattr(paper, "train_fallback"):
+            paper.train_fallback = False
+        contenders[PAPER_MODE] = paper
     results = {}
     for mode, model in contenders.items():
         model.train()
@@ -759,8 +810,8 @@ def section_training(pair, steps, max_memory_mb):
         step()  # an extra warm-up (Adam state)
         result = guarded(step, steps, memory_budget(max_memory_mb), min_time=2.0)
         model_name = "matched/" + ("pet" if mode == "pet" else "pet_ecse")
-        if mode == SHAPE_MODE:
-            model_name = "shape/pet_ecse"
+        if mode == PAPER_MODE:
+            model_name = "paper/pet_ecse"
         results[mode] = result
         if result["status"] != "measured":
             record_result("training", "ethanol x16", n_atoms, model_name, mode, result)
@@ -1111,15 +1162,18 @@ def plots(out, inference, pairs, systems, quadrature, allocator):
     # 2. ms per call on molecules and the 64-atom cell (matched pair)
     fig, ax = plt.subplots(figsize=(7, 4))
     names = pairs["matched"]["systems"]
-    width = 0.2
-    for i, mode in enumerate(MODES):
-        results = [inference.get(("matched", s, mode)) for s in names]
+    contenders = [("matched", mode, mode_label(mode)) for mode in MODES]
+    if "paper" in pairs:
+        contenders.insert(2, ("paper", "plain", f"pet_ecse {PAPER_MODE}"))
+    width = 0.8 / len(contenders)
+    for i, (pair_name, mode, label) in enumerate(contenders):
+        results = [inference.get((pair_name, s, mode)) for s in names]
         values = [r["cpu"] if ok(r) else 0.0 for r in results]
         bars = ax.bar(
-            np.arange(len(names)) + (i - 1.5) * width,
+            np.arange(len(names)) + (i - (len(contenders) - 1) / 2) * width,
             values,
             width,
-            label=mode_label(mode),
+            label=label,
         )
         for bar, r in zip(bars, results, strict=True):
             if ok(r) and r["status"] == "estimated":
@@ -1129,7 +1183,7 @@ def plots(out, inference, pairs, systems, quadrature, allocator):
     ax.set_xticklabels([f"{s}\n({len(systems[s])} atoms)" for s in names])
     ax.set_yscale("log")
     ax.set_ylabel("CPU ms per energy + forces call")
-    ax.set_title("Raw-model inference, matched parameters (hatched: estimated)")
+    ax.set_title("Raw-model inference (hatched: estimated)")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
@@ -1225,24 +1279,10 @@ def main():
 
     # models ------------------------------------------------------------------
     pet, pet_hypers = make_pet()
-    ecse, ecse_hypers = make_pet_ecse(
-        n_params(pet),
-        d_pet=128,
-        d_head=128,
-        num_heads=4,
-        num_attention_layers=3,
-        num_gnn_layers=3,
-    )
-    # pet_ecse with pet's transformer shape (not matched in parameters)
-    shape_hypers = copy.deepcopy(get_default_hypers("pet_ecse")["model"])
-    shape_hypers["cutoff"] = CUTOFF
-    shape_hypers["symmetrization"]["method"] = "none"
-    for key in ("d_pet", "d_head", "d_feedforward", "num_heads"):
-        shape_hypers[key] = pet_hypers[key]
-    shape_hypers["num_attention_layers"] = pet_hypers["num_attention_layers"]
-    shape_hypers["num_gnn_layers"] = pet_hypers["num_gnn_layers"]
-    torch.manual_seed(SEED)
-    shape_ecse = PETECSE(shape_hypers, dataset_info()).to(torch.float32).eval()
+    # pet_ecse in pet's shape, d_node matching pet's parameter count
+    ecse, ecse_hypers = make_pet_ecse(n_params(pet), **pet_shape(pet_hypers))
+    # pet_ecse at the paper's defaults (not matched in parameters)
+    paper_ecse, paper_hypers = make_paper_ecse()
     (tiny_pet, tiny_pet_hypers), (tiny_ecse, tiny_ecse_hypers) = make_tiny_pair()
     model_rows = []
     keys = [
@@ -1253,13 +1293,14 @@ def main():
         "num_heads",
         "num_attention_layers",
         "num_gnn_layers",
+        "transformer_type",
         "cutoff",
         "cutoff_width",
     ]
     for label, model, hypers in [
         ("matched/pet", pet, pet_hypers),
         ("matched/pet_ecse", ecse, ecse_hypers),
-        ("shape/pet_ecse", shape_ecse, shape_hypers),
+        ("paper/pet_ecse", paper_ecse, paper_hypers),
         ("tiny/pet", tiny_pet, tiny_pet_hypers),
         ("tiny/pet_ecse", tiny_ecse, tiny_ecse_hypers),
     ]:
@@ -1328,9 +1369,9 @@ def main():
             "modes": MODES,
             "frames": frames,
         },
-        "shape": {
+        "paper": {
             "pet": pet,
-            "pet_ecse": shape_ecse,
+            "pet_ecse": paper_ecse,
             "systems": ["methane", "ethanol", "ethanol x3", "C64"],
             "modes": ["plain"],
             "frames": frames,
@@ -1373,7 +1414,7 @@ def main():
     # 3. training ---------------------------------------------------------------
     log("3. training step, 16 ethanol frames, energy + forces MSE")
     training = section_training(
-        {**pairs["matched"], "shape": shape_ecse}, 3 if args.quick else 8, max_memory_mb
+        {**pairs["matched"], "paper": paper_ecse}, 3 if args.quick else 8, max_memory_mb
     )
 
     # profile ---------------------------------------------------------------------
@@ -1402,8 +1443,22 @@ def main():
     elapsed = time.perf_counter() - began
     args.cpu_minutes = cpu_minutes()
     log(f"done in {elapsed / 60:.1f} min ({args.cpu_minutes:.1f} min CPU)")
+    # hypers and parameter counts of each pair, for the text
+    pair_hypers = {
+        "matched": (pet_hypers, ecse_hypers),
+        "paper": (pet_hypers, paper_hypers),
+        "tiny": (tiny_pet_hypers, tiny_ecse_hypers),
+    }
     light_pairs = {
-        name: {"systems": pair["systems"], "modes": pair["modes"]}
+        name: {
+            "systems": pair["systems"],
+            "modes": pair["modes"],
+            "hypers": dict(zip(("pet", "pet_ecse"), pair_hypers[name], strict=True)),
+            "parameters": {
+                "pet": n_params(pair["pet"]),
+                "pet_ecse": n_params(pair["pet_ecse"]),
+            },
+        }
         for name, pair in pairs.items()
     }
     state = [
@@ -1431,6 +1486,24 @@ def main():
     write_outputs(*state)
 
 
+ELEMENTWISE = ("aten::mul", "aten::div", "aten::neg")
+
+
+def elementwise_share(profiled):
+    """Share of the self time of ``aten::mul``, ``div`` and ``neg`` (top ops)."""
+    return sum(r["share"] for r in profiled["ops"] if r["op"] in ELEMENTWISE)
+
+
+def layers(hypers):
+    """``"3 x 3 post-LayerNorm"``: blocks x layers and normalization of a
+    ``pet_ecse``."""
+    norm = {"PreLN": "pre-LayerNorm", "PostLN": "post-LayerNorm"}
+    return (
+        f"{hypers['num_gnn_layers']} x {hypers['num_attention_layers']} "
+        f"{norm.get(hypers.get('transformer_type'), hypers.get('transformer_type'))}"
+    )
+
+
 def observations(
     systems, frames, pairs, inference, ase_results, training, profiles, allocator
 ):
@@ -1447,114 +1520,175 @@ def observations(
         a = inference[("tiny", first, "ecse-atom")]
         b = inference[("tiny", last, "ecse-atom")]
         n_first, n_last = len(systems[first]), len(systems[last])
+        growth = (b["cpu"] / n_last) / (a["cpu"] / n_first)
         user = ((b["cpu"] - b["sys"]) / n_last) / ((a["cpu"] - a["sys"]) / n_first)
-        text = (
-            f"**Page faults, not the algorithm, make the per-atom path grow with the "
-            f"system.** At {n_last} atoms the ECSE-atom call spends "
-            f"{100 * b['sys'] / b['cpu']:.0f}% of its CPU time in the kernel; its "
-            f"user time per atom is {user:.2f}x that at {n_first} atoms. The "
-            "attention weights of all views ([views, heads, neighbours + 1, "
-            "neighbours + 1], ~250 MB at 1000 atoms for the tiny model) are single "
-            "allocations far above glibc's largest mmap "
-            "threshold (32 MB), like the feed-forward activations, so every call "
-            "maps, faults in and zeroes them anew."
+        kernel = b["sys"] / b["cpu"]
+        if growth > FLOOR_ATOM_GROWTH and user <= FLOOR_ATOM_GROWTH:
+            text = (
+                "**Page faults, not the algorithm, make the per-atom path grow with "
+                "the system.**"
+            )
+        else:
+            text = "**Cost per atom of the per-atom path.**"
+        text += (
+            f" From {n_first} to {n_last} atoms the CPU time per atom of the tiny "
+            f"model's ECSE-atom call grows {growth:.2f}x and its user time per atom "
+            f"{user:.2f}x; at {n_last} atoms {100 * kernel:.0f}% of its CPU time is "
+            "spent in the kernel."
         )
+        views = frames[last]["after"]["atom mean"] * n_last
+        heads = pairs["tiny"]["hypers"]["pet_ecse"]["num_heads"]
+        tokens = frames[last]["max neighbors"] + 1
+        weights_mb = views * heads * tokens**2 * 4 / 1e6
+        if weights_mb > 32:
+            text += (
+                " With forces the attention mask (the cutoff factors) needs "
+                "gradients, so torch's `scaled_dot_product_attention` takes its math "
+                "path and stores the attention weights of all views ([views, heads, "
+                f"neighbours + 1, neighbours + 1], ~{weights_mb:.0f} MB per layer at "
+                f"{n_last} atoms for the tiny model): single allocations above "
+                "glibc's largest mmap threshold (32 MB), like the feed-forward "
+                "activations, so every call maps, faults in and zeroes them anew."
+            )
         tuned = allocator.get(f"{last}:ecse-atom")
         if ok(tuned):
             text += (
-                f" With glibc's mmap off the same call is "
-                f"{b['cpu'] / tuned['cpu']:.1f}x faster (peak memory "
-                f"{fmt(tuned['mem'])} MB instead of {fmt(b['mem'])} MB)."
+                f" With glibc's mmap off the same call takes {fmt(tuned['cpu'])} ms "
+                f"of CPU time instead of {fmt(b['cpu'])} ms ("
+                f"{b['cpu'] / tuned['cpu']:.2f}x; peak memory {fmt(tuned['mem'])} MB "
+                f"instead of {fmt(b['mem'])} MB)."
             )
-        text += (
-            " Fixes: run the transformer of each block over chunks of views (the "
-            "tensors stay below the threshold and are recycled), or document "
-            "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>` (or jemalloc / "
-            "tcmalloc through `LD_PRELOAD`) for large systems."
-        )
+        if kernel >= 0.1:
+            text += (
+                " Fixes: run the transformer of each block over chunks of views (the "
+                "tensors stay below the threshold and are recycled), or document "
+                "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>` (or jemalloc / "
+                "tcmalloc through `LD_PRELOAD`) for large systems."
+            )
         notes.append(text)
     tiny_profile = next((p for p in profiles if p["pair"] == "tiny"), None)
-    if tiny_profile is not None:
-        share = {
-            r["op"]: r["share"]
-            for r in tiny_profile["ops"]
-            if r["op"] in ("aten::mul", "aten::div", "aten::neg")
-        }
-        notes.append(
-            "**Attention is normalized twice.** `SmoothAttention` takes a softmax, "
-            "multiplies by the cutoff factors and renormalizes; with the small "
-            "heads of the tiny model, the element-wise passes over the "
-            "[views, heads, S, S] weights and their backward (`aten::mul`, "
-            "`aten::div`, `aten::neg`, almost all on attention-weight shapes when "
-            "grouped by input shape) take "
-            f"{100 * sum(share.values()):.0f}% of the self time of the "
-            f"{tiny_profile['system']} profile (the matmuls of the matched model "
-            "hide them there). `exp(s - max) * c / sum(exp(s - max) * c)` is the "
-            "same function with one normalization: a reduction and a division "
-            "over the weights fewer per attention layer, forward and backward."
+    matched_profile = next((p for p in profiles if p["pair"] == "matched"), None)
+    # reported only where they are a sizeable share of the time
+    if tiny_profile is not None and elementwise_share(tiny_profile) >= 0.1:
+        text = (
+            "**Element-wise passes.** `aten::mul`, `aten::div` and `aten::neg` take "
+            f"{100 * elementwise_share(tiny_profile):.0f}% of the self time of the "
+            f"{tiny_profile['system']} profile of the tiny model"
         )
+        if matched_profile is not None:
+            text += (
+                f" and {100 * elementwise_share(matched_profile):.0f}% of the "
+                f"{matched_profile['system']} profile of the matched model"
+            )
+        text += (
+            ". In evaluation `SmoothAttention` is already one softmax over "
+            "`scores + log c` (torch's `scaled_dot_product_attention`); in "
+            "training it multiplies the softmax by the cutoff factors and "
+            "renormalizes, where `exp(s - max) * c / sum(exp(s - max) * c)` is "
+            "the same function with a reduction and a division over the weights "
+            "fewer per attention layer, forward and backward."
+        )
+        notes.append(text)
     plain = inference.get(("matched", "C64", "plain"))
     atom = inference.get(("matched", "C64", "ecse-atom"))
-    if ok(plain) and ok(atom) and plain["status"] == "measured":
+    pet_c64 = inference.get(("matched", "C64", "pet"))
+    if ok(plain) and ok(atom) and ok(pet_c64) and plain["status"] == "measured":
         per_atom = atom["mem"] / 64
         notes.append(
             "**Memory of per-atom frames with forces.** The matched model needs "
             f"{fmt(per_atom)} MB per atom for an energy + forces call with "
             f"per-atom frames ({fmt(plain['mem'] / 64)} MB plain, "
-            f"{fmt(inference[('matched', 'C64', 'pet')]['mem'] / 64)} MB for `pet`): "
+            f"{fmt(pet_c64['mem'] / 64)} MB for `pet`): "
             f"~{per_atom:.0f} GB for 1000 atoms. The ~"
             f"{frames['C64']['after']['atom mean']:.1f} views per atom multiply the "
             "saved activations of every transformer layer; chunking does not help "
             "here (the backward needs them all), only smaller attention tensors "
-            "(see above) or recomputation (activation checkpointing) would."
+            "or recomputation (activation checkpointing) would."
         )
     estimate = inference.get(("matched", "C64", "ecse-structure"))
     if estimate is not None and estimate["status"] == "estimated":
         n_frames = frames["C64"]["after"]["structure"]
+        per_batch = pairs["matched"]["hypers"]["pet_ecse"]["symmetrization"][
+            "max_frames_per_batch"
+        ]
+        batches = math.ceil(n_frames / per_batch)
         notes.append(
             "**Structure frames are bounded in frames, not atoms.** The 64-atom cell "
-            f"has {n_frames} structure frames; `max_frames_per_batch` (4096 by "
-            f"default) puts all {n_frames} copies ({n_frames * 64} atoms) into one "
-            f"forward pass, ~{estimate['mem'] / 1e3:.0f} GB for energy + forces "
-            "(extrapolated from the plain call; a first attempt was killed by the "
-            "kernel at 22 GB). A bound on copied atoms per batch (or a default "
-            "choosing per-atom frames above some size) would keep `ecse-structure` "
-            "usable, if slow, and safe."
+            f"has {n_frames} structure frames; `max_frames_per_batch` ({per_batch}) "
+            + (
+                f"puts all {n_frames} copies ({n_frames * 64} atoms) into one "
+                f"forward pass, ~{estimate['mem'] / 1e3:.0f} GB for energy + forces "
+                "(extrapolated from the plain call)."
+                if batches == 1
+                else f"splits the {n_frames} copies ({n_frames * 64} atoms) into "
+                f"{batches} forward passes."
+            )
+            + " A bound on copied atoms per batch (or a default choosing per-atom "
+            "frames above some size) would keep `ecse-structure` usable, if slow, "
+            "and safe."
         )
     trimer = inference.get(("matched", "ethanol x3", "ecse-structure"))
     trimer_plain = inference.get(("matched", "ethanol x3", "plain"))
     trimer_atom = inference.get(("matched", "ethanol x3", "ecse-atom"))
     if ok(trimer) and ok(trimer_plain) and ok(trimer_atom):
-        notes.append(
-            "**Structure frames on molecules.** Pooling frames over a structure and "
-            "pruning them against the best one keeps 4-6 frames for one small "
-            f"molecule, but {frames['ethanol x3']['after']['structure']} for three "
-            "ethanol copies (the frames of distinct fragments do not compete), so "
-            f"`ecse-structure` costs {trimer['cpu'] / trimer_plain['cpu']:.0f}x plain "
-            "at 27 atoms, while per-atom frames stay at "
-            f"{frames['ethanol x3']['after']['atom mean']:.1f} views per atom "
-            f"({trimer_atom['cpu'] / trimer_plain['cpu']:.1f}x)."
-        )
-    if all(ok(training.get(m)) for m in ("pet", "plain", SHAPE_MODE)):
+        single = [frames[m]["after"]["structure"] for m in ("methane", "ethanol")]
+        n_trimer = frames["ethanol x3"]["after"]["structure"]
+        preference = frames["ethanol x3"].get("centre preference length") or 0.0
         text = (
-            "**Training.** At matched parameters plain `pet_ecse` trains at "
-            f"{training['pet']['cpu'] / training['plain']['cpu']:.2f}x the "
-            "throughput of `pet`, but with `pet`'s transformer shape at "
-            f"{training['pet']['cpu'] / training[SHAPE_MODE]['cpu']:.2f}x: the "
-            "implementation is not slower, the matched architecture (3 x 3 layers "
-            "with a wide feed-forward on every edge token, where `pet` spends its "
-            "parameters on per-atom layers) is."
+            "**Structure frames on molecules.** Pooling frames over a structure and "
+            "pruning them against the best one"
+            + (
+                f" (ranked with the centre preference, length {preference:g} A)"
+                if preference > 0
+                else ""
+            )
+            + f" keeps {min(single)}-{max(single)} frames for one small molecule "
+            f"(methane, ethanol) and {n_trimer} for three ethanol copies"
         )
+        if n_trimer > 2 * max(single):
+            text += " (the frames of distinct fragments do not compete)"
+        text += (
+            f", so `ecse-structure` costs {trimer['cpu'] / trimer_plain['cpu']:.1f}x "
+            "plain at 27 atoms, and per-atom frames, at "
+            f"{frames['ethanol x3']['after']['atom mean']:.1f} views per atom, "
+            f"{trimer_atom['cpu'] / trimer_plain['cpu']:.1f}x."
+        )
+        notes.append(text)
+    if ok(training.get("pet")) and ok(training.get("plain")):
+        matched = pairs["matched"]["hypers"]["pet_ecse"]
+        text = (
+            "**Training.** In `pet`'s shape with matched parameters (d_node "
+            f"{matched['d_node']}), plain `pet_ecse` trains at "
+            f"{training['pet']['cpu'] / training['plain']['cpu']:.2f}x the "
+            "throughput of `pet` (CPU time)"
+        )
+        if ok(training.get(PAPER_MODE)):
+            paper = pairs["paper"]["hypers"]["pet_ecse"]
+            count = pairs["paper"]["parameters"]
+            text += (
+                f"; at the paper's defaults ({layers(paper)} layers, d_feedforward "
+                f"{paper['d_feedforward']}, {paper['num_heads']} heads, "
+                f"{count['pet_ecse']:,} parameters, "
+                f"{count['pet_ecse'] / count['pet']:.2f}x `pet`'s) at "
+                f"{training['pet']['cpu'] / training[PAPER_MODE]['cpu']:.2f}x"
+            )
+        text += "."
         if ok(training.get("plain+fallback")):
             extra = training["plain+fallback"]["cpu"] / training["plain"]["cpu"] - 1
             extra *= 100
-            text += (
-                " Training the isotropic fallback (the `mtt train` default) adds "
-                f"{extra:.0f}% per step: the structure frames of every batch are "
-                "built and pruned with autograd, even when no structure needs the "
-                "fallback (none in ethanol); its weight only needs the smooth "
-                "maximum of the frame weights, which could be checked first."
-            )
+            if extra >= 1:
+                text += (
+                    " Training the isotropic fallback (the `mtt train` default) adds "
+                    f"{extra:.0f}% per step: the structure frames of every batch are "
+                    "built and pruned with autograd, even when no structure needs "
+                    "the fallback; its weight only needs the smooth maximum of the "
+                    "frame weights, which could be checked first."
+                )
+            else:
+                text += (
+                    " Training the isotropic fallback (the `mtt train` default) "
+                    f"changes the step time by {extra:+.0f}%."
+                )
         notes.append(text)
     firsts = [
         (r["first"], r["cpu"])
@@ -1574,14 +1708,27 @@ def observations(
         builder = tiny_profile["ranges"].get(FRAME_RANGE)
         forward = tiny_profile["ranges"].get("model forward")
         if builder and forward:
-            notes.append(
+            text = (
                 "**Frame builder.** Building per-atom frames is "
                 f"{100 * builder / forward:.0f}% of the forward pass of the tiny "
-                f"model on {tiny_profile['system']} (about 1% for the matched model): "
-                "it forms all neighbour pairs of every atom ([atoms, neighbours, "
-                "neighbours, 3] cross products, ~5300 pairs per atom in diamond at "
-                "4.5 A) to find the adaptive inner cutoff. Not a bottleneck."
+                f"model on {tiny_profile['system']}"
             )
+            if matched_profile is not None:
+                m_builder = matched_profile["ranges"].get(FRAME_RANGE)
+                m_forward = matched_profile["ranges"].get("model forward")
+                if m_builder and m_forward:
+                    text += (
+                        f" ({100 * m_builder / m_forward:.1f}% for the matched "
+                        f"model on {matched_profile['system']})"
+                    )
+            neighbours = frames[tiny_profile["system"]]["max neighbors"]
+            text += (
+                ": it forms all neighbour pairs of every atom ([atoms, neighbours, "
+                f"neighbours, 3] cross products, {neighbours**2} pairs per atom in "
+                f"that cell at {CUTOFF:g} A, padded) to find the adaptive inner "
+                "cutoff."
+            )
+            notes.append(text)
     return notes
 
 
@@ -1631,18 +1778,19 @@ def write_outputs(
         + f"` in {elapsed / 60:.1f} minutes wall, "
         f"{args.cpu_minutes:.1f} minutes CPU (with the child process) "
         "(raw numbers: `benchmarks-speed.csv`). "
-        "Untrained float32 models (timings do not depend on the weights), cutoff 4.5 A "
-        "everywhere, one CPU thread, medians over repeated calls after a warm-up "
-        "call; all ratios come from the same run."
+        "Untrained float32 models (timings do not depend on the weights), cutoff "
+        f"{CUTOFF:g} A everywhere, one CPU thread, medians over repeated calls after a "
+        "warm-up call; all ratios come from the same run."
     )
     add("")
     add(
         "**Times are CPU times** (user + system time of the process, "
-        "`getrusage`), with wall-clock times beside them: the 2-core machine was "
-        "shared with other jobs during the run (see the load average below), so a "
-        "single-threaded call's wall time includes waiting for a core. On an idle "
-        "core the two agree. The system (kernel) part is mostly page faults of "
-        "freshly allocated memory and is reported separately where it matters."
+        f"`getrusage`), with wall-clock times beside them: the machine "
+        f"({info.get('cores')} cores) may be shared with other jobs (see the load "
+        "average below), so a single-threaded call's wall time includes waiting "
+        "for a core. On an idle core the two agree. The system (kernel) part is "
+        "mostly page faults of freshly allocated memory and is reported separately "
+        "where it matters."
     )
     add("")
     add("## Machine")
@@ -1651,22 +1799,48 @@ def write_outputs(
     add("")
     add("## Models")
     add("")
-    add(
-        "`matched`: metatrain's `pet` with its defaults (cutoff 4.5) and a `pet_ecse` "
-        "(d_pet 128, 4 heads, 3 message-passing blocks of 3 transformer layers) "
-        "whose `d_feedforward` is chosen to match the parameter count. `tiny`: a "
-        "much smaller matched pair at `pet`'s depth (2 blocks x 2 layers) for the "
-        "diamond-cell scaling. The matched pair cannot do it on this machine: with "
-        "per-atom frames an energy+forces call keeps the activations of ~6 views of "
-        "every atom (~70 neighbours each) for the backward pass"
-        + (
-            f", {fmt(matched_atom['mem'] / 64)} MB per atom (section 1), i.e. tens "
-            "of GB for 512-1000 atoms (the machine has 24 GB), and "
-            f"{matched_atom['cpu'] / 1e3:.1f} s (CPU) per call at 64 atoms."
-            if ok(matched_atom)
-            else "."
+    pet_h, ecse_h = (pairs["matched"]["hypers"][k] for k in ("pet", "pet_ecse"))
+    paper_h = pairs["paper"]["hypers"]["pet_ecse"]
+    tiny_pet_h, tiny_ecse_h = (pairs["tiny"]["hypers"][k] for k in ("pet", "pet_ecse"))
+
+    def shape_text(h):
+        return (
+            f"d_pet {h['d_pet']}, d_head {h['d_head']}, {h['num_heads']} heads, "
+            f"d_feedforward {h['d_feedforward']}, {layers(h)} layers"
         )
+
+    text = (
+        f"`matched`: metatrain's `pet` with its defaults (cutoff {CUTOFF:g}; "
+        f"{shape_text(pet_h)}, d_node {pet_h['d_node']}) and a `pet_ecse` in the "
+        f"same shape ({shape_text(ecse_h)}) whose node width `d_node`, searched in "
+        "multiples of 8 from d_pet upwards, matches the parameter count: d_node "
+        f"{ecse_h['d_node']}. `paper`: `pet_ecse` at its own defaults, the paper's "
+        f"configuration ({shape_text(paper_h)}, d_node {paper_h['d_node']}, i.e. "
+        "d_pet), only the cutoff changed, not matched in parameters; measured "
+        "plain, on the molecules and the 64-atom cell and in training. `tiny`: the "
+        f"same shape at a much smaller size (`pet` with "
+        f"{shape_text(tiny_pet_h)}, d_node {tiny_pet_h['d_node']}; `pet_ecse` with "
+        f"{shape_text(tiny_ecse_h)}, d_node {tiny_ecse_h['d_node']}: here a separate "
+        "node stream overshoots the count, so `d_feedforward` matches it), for the "
+        "diamond-cell scaling."
     )
+    if ok(matched_atom):
+        per_atom = matched_atom["mem"] / 64
+        largest = max(
+            len(systems[c]) for c in pairs["tiny"]["systems"] if c.startswith("C")
+        )
+        views = frames["C64"]["after"]["atom mean"]
+        text += (
+            " The matched pair is not run there: with per-atom frames an energy + "
+            f"forces call keeps the activations of ~{views:.1f} views of every atom (~"
+            f"{frames['C64']['mean neighbors']:.0f} neighbours each in diamond) for "
+            f"the backward pass, {fmt(per_atom)} MB per atom at 64 atoms (section "
+            f"1), ~{per_atom * largest / 1e3:.0f} GB at {largest} atoms (one "
+            f"measurement may add at most {args.max_memory_gb:g} GB here; the "
+            f"machine has {info.get('memory (GiB)', 'n/a')} GiB), and "
+            f"{matched_atom['cpu'] / 1e3:.1f} s (CPU) per call at 64 atoms."
+        )
+    add(text)
     add("")
     add(
         md_table(
@@ -1675,16 +1849,33 @@ def write_outputs(
         )
     )
     add("")
-    add(
-        f"Parameter ratio pet_ecse / pet: matched "
-        f"{model_rows[1][1] / model_rows[0][1]:.3f}, tiny "
-        f"{model_rows[3][1] / model_rows[2][1]:.3f}. Matching parameters does not "
-        "match compute: `pet` keeps many of its parameters in per-atom layers "
-        "(`d_node`) and runs 2 x 2 transformer layers with d_ff 256 on the edge "
-        "tokens, while the matched `pet_ecse` puts them in 3 x 3 transformer layers "
-        "with a wide feed-forward applied to every edge token, so plain `pet_ecse` "
-        "costs more per call than `pet` by construction."
+    counts = {name: pairs[name]["parameters"] for name in pairs}
+    text = (
+        "Parameter ratio pet_ecse / pet: matched "
+        f"{counts['matched']['pet_ecse'] / counts['matched']['pet']:.3f}, tiny "
+        f"{counts['tiny']['pet_ecse'] / counts['tiny']['pet']:.3f}; paper defaults "
+        f"{counts['paper']['pet_ecse'] / counts['paper']['pet']:.3f} (not matched). "
+        "Within a pair both models have the same depth, heads and widths except "
+        "one width, chosen to match the parameter count, as closely "
+        "as its multiples of 8 allow (`d_node` for `matched`, `d_feedforward` for "
+        "`tiny`)."
     )
+    for name in ("matched", "tiny"):
+        h = pairs[name]["hypers"]["pet_ecse"]
+        off = counts[name]["pet_ecse"] / counts[name]["pet"] - 1
+        if h["d_node"] in (None, h["d_pet"]) and abs(off) > 0.02:
+            text += (
+                f" For the {name} pair no wider `d_node` comes closer than d_node = "
+                f"d_pet ({100 * off:+.0f}% parameters)."
+            )
+    text += (
+        " The implementations differ (`pet`: "
+        f"{pet_h.get('normalization', 'n/a')} normalization, "
+        f"{pet_h.get('activation', 'n/a')} feed-forward; `pet_ecse`: LayerNorm, SiLU "
+        "feed-forward), so equal parameter counts need not mean equal cost per "
+        "call: section 1 measures it."
+    )
+    add(text)
     add("")
     add(
         "Modes of `pet_ecse` (one model instance, same weights): `plain` (no "
@@ -1805,11 +1996,11 @@ def write_outputs(
                     "PASS" if value <= FLOOR_MOLECULE_OVERHEAD else "FAIL",
                 )
             )
-    for mode in ("plain", "plain+fallback", SHAPE_MODE):
+    for mode in ("plain", "plain+fallback", PAPER_MODE):
         if not (ok(training.get(mode)) and ok(training.get("pet"))):
             continue
         train_ratio = training["pet"]["cpu"] / training[mode]["cpu"]
-        extra = " (not matched in parameters)" if mode == SHAPE_MODE else ""
+        extra = " (not matched in parameters)" if mode == PAPER_MODE else ""
         floor_rows.append(
             (
                 f"training throughput, pet_ecse {mode} / pet (structures/s){extra}",
@@ -1835,7 +2026,7 @@ def write_outputs(
         "memory is the growth of the resident set during the warm-up call. `~` marks "
         "an estimate: structure frames where frames x atoms > "
         f"{MAX_STRUCTURE_COPY_ATOMS} are not run (one batched pass over all copies "
-        "would need tens of GB) and are estimated as n_frames x the plain call. "
+        "would need too much memory) and are estimated as n_frames x the plain call. "
         "`skipped`: the memory predicted from the smaller cells exceeds what the "
         "machine has free."
     )
@@ -1845,18 +2036,21 @@ def write_outputs(
         if pair_name == "matched":
             add("")
             add(
-                "`pet_ecse plain, pet's shape`: a `pet_ecse` with `pet`'s transformer "
-                "hypers (d_pet, heads, d_feedforward, 2 x 2 layers; fewer "
-                "parameters), to separate the cost of the implementation from the "
-                "cost of the matched architecture."
+                f"`pet_ecse {PAPER_MODE}`: the `paper` model, `pet_ecse` at its own "
+                f"defaults ({layers(paper_h)} layers, d_feedforward "
+                f"{paper_h['d_feedforward']}, {paper_h['num_heads']} heads; "
+                f"{counts['paper']['pet_ecse']:,} parameters, "
+                f"{counts['paper']['pet_ecse'] / counts['paper']['pet']:.2f}x "
+                "`pet`'s), plain; its `vs pet` column compares it with the matched "
+                "`pet`."
             )
         add("")
         rows = []
         for name in pairs[pair_name]["systems"]:
             n = len(systems[name])
             keys = [(pair_name, name, mode) for mode in pairs[pair_name]["modes"]]
-            if pair_name == "matched" and ("shape", name, "plain") in inference:
-                keys.insert(2, ("shape", name, "plain"))
+            if pair_name == "matched" and ("paper", name, "plain") in inference:
+                keys.insert(2, ("paper", name, "plain"))
             for key in keys:
                 mode = key[2]
                 result = inference[key]
@@ -1864,9 +2058,9 @@ def write_outputs(
                 plain = inference[(pair_name, name, "plain")]
                 measured = result["status"] == "measured"
                 label = mode_label(mode)
-                if key[0] == "shape":
-                    label = "pet_ecse plain, pet's shape"
-                    plain = result
+                if key[0] == "paper":
+                    label = f"pet_ecse {PAPER_MODE}"
+                    plain = None
                 rows.append(
                     (
                         name,
@@ -1879,7 +2073,7 @@ def write_outputs(
                         if measured
                         else "",
                         ratio(result, pet_result),
-                        "" if mode == "pet" else ratio(result, plain),
+                        "" if mode == "pet" or plain is None else ratio(result, plain),
                         ("~" if result["status"] == "estimated" else "")
                         + fmt(result["mem"])
                         if ok(result)
@@ -1961,6 +2155,9 @@ def write_outputs(
     # 2 -----------------------------------------------------------------------------
     add("## 2. Through ASE (exported models, `MetatomicCalculator`)")
     add("")
+    first_calls = [
+        r["first"] for r in ase_results.values() if r.get("status") == "measured"
+    ]
     add(
         "`model.export().save(...)`, then `MetatomicCalculator(path)`; ms per "
         "`atoms.get_forces()` with the first coordinate moved by 1e-6 A before every "
@@ -1970,8 +2167,14 @@ def write_outputs(
         "`frames` set explicitly; structure frames are skipped where they would not "
         "fit in memory. Matched pair. The first calls of a TorchScript model are "
         "slow (the profiling executor optimizes the graph during the first ~3 "
-        "calls: up to ~1 s each here); 4 untimed calls come first, and the first "
-        "call's CPU time is listed."
+        "calls"
+        + (
+            f": the first call takes {fmt(min(first_calls))}-"
+            f"{fmt(max(first_calls))} ms here"
+            if first_calls
+            else ""
+        )
+        + "); 4 untimed calls come first, and the first call's CPU time is listed."
     )
     add("")
     rows = []
@@ -2023,12 +2226,13 @@ def write_outputs(
         "gradients}, is_training=True)` (forces with `create_graph=True`), energy + "
         "forces MSE, `backward`, gradient clipping, Adam step; batch of the first 16 "
         "frames of rmd17_ethanol/train.xyz, `model.train()`, neighbour lists computed "
-        "beforehand (as a data loader would). Matched pair. `pet_ecse plain` is PET "
-        "alone; `pet_ecse plain+fallback` is what `mtt train` runs by default (plain "
-        "PET, plus the structure frames of every batch to train the isotropic "
-        "fallback that structure-frame ECSE blends in); `pet_ecse ecse-atom` is "
-        "training with per-atom frames (`during_training: true`, e.g. fine-tuning "
-        "with ECSE on), for reference."
+        "beforehand (as a data loader would). Matched pair, and the `paper` model. "
+        "`pet_ecse plain` is PET alone; `pet_ecse plain+fallback` is what `mtt "
+        "train` runs by default (plain PET, plus the structure frames of every batch "
+        "to train the isotropic fallback that structure-frame ECSE blends in); "
+        "`pet_ecse ecse-atom` is training with per-atom frames (`during_training: "
+        f"true`, e.g. fine-tuning with ECSE on), for reference; `pet_ecse "
+        f"{PAPER_MODE}` is the `paper` model, plain (not matched in parameters)."
     )
     add("")
     rows = []
@@ -2068,9 +2272,21 @@ def write_outputs(
     # 4 -----------------------------------------------------------------------------
     add("## 4. ECSE frames")
     add("")
+    some = next(iter(frames.values()))
+    preference = some.get("centre preference length") or 0.0
     add(
-        "Frames of the `pet_ecse` defaults (outer cutoff = model cutoff 4.5 A, 4 "
-        "pruning passes), counted by `model.frame_builder` on each system alone. "
+        "Frames of the `pet_ecse` symmetrization defaults (outer cutoff "
+        f"{fmt(some.get('outer cutoff'))} A, the model cutoff; "
+        f"{some.get('pruning passes', 'n/a')} pruning passes"
+        + (
+            f"; for molecules, structure frames pruned with the centre preference, "
+            f"length {preference:g} A"
+            if preference > 0
+            else ""
+        )
+        + "), counted with the matched model on each system alone: structure "
+        "frames as the model selects them for `ecse-structure`, per-atom frames by "
+        "its `frame_builder`. "
         "Counts include isotropic fallback entries (the `isotropic` column; none "
         "means every group had a good frame). 'Before' is with `pruning_passes = "
         "0`. Builder ms: CPU time to build the per-atom frames of the system "
@@ -2144,7 +2360,14 @@ def write_outputs(
         "`ecse-atom` is exact too, but is a different function of the same weights. "
         "`SymmetrizedCalculator` picks the smallest Lebedev order >= l_max and "
         "2 l_max + 1 in-plane angles, so l_max = 1 and 3 share the same 6-point "
-        "sphere grid, hence their similar errors."
+        "sphere grid"
+        + (
+            " (relative energy errors "
+            f"{fmt(quadrature['quadrature l_max=1']['relative energy error'])} and "
+            f"{fmt(quadrature['quadrature l_max=3']['relative energy error'])})."
+            if "quadrature l_max=1" in quadrature and "quadrature l_max=3" in quadrature
+            else "."
+        )
     )
     add("")
     rows = []

@@ -249,3 +249,17 @@ def test_plain_training_blends_the_isotropic_fallback_as_ecse_will():
     assert blended[0] == pytest.approx(exact[0], rel=1e-12)  # fallback only
     assert blended[0] != pytest.approx(plain[0], rel=1e-6)
     assert blended[1] == pytest.approx(plain[1], rel=1e-12)  # no fallback needed
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_chunked_evaluation_equals_one_chunk(frames):
+    """Large systems go through each block in chunks of atoms; the result must not
+    depend on the chunking (here forced down to a few atoms per chunk)."""
+    model = make_model(frames=frames)
+    structures = [ethanol(), periodic_cell()]
+    whole = evaluate(model, structures)
+    model.network.chunk_elements = 2000
+    chunked = evaluate(model, structures)
+    np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-12)
+    for f0, f1 in zip(whole["forces"], chunked["forces"], strict=True):
+        np.testing.assert_allclose(f1, f0, rtol=1e-10, atol=1e-12)

@@ -95,6 +95,8 @@ class PETNetwork(torch.nn.Module):
         self.d_pet = int(hypers["d_pet"])
         self.d_node = node_width(hypers)
         self.d_head = int(hypers["d_head"])
+        self.d_feedforward = int(hypers["d_feedforward"])
+        self.chunk_elements = CHUNK_ELEMENTS
         self.num_blocks = int(hypers["num_gnn_layers"])
         lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
@@ -154,41 +156,87 @@ class PETNetwork(torch.nn.Module):
         ``factors`` the cutoff factors (zero for padding), ``reverse`` the flat index
         of every edge's reverse. Returns one entry per target, plus ``"features"``
         and ``"llf::{target}"`` (last-layer features).
+
+        Atoms go through each block in chunks of bounded size: memory use per
+        tensor stays small, so large systems reuse the allocator's memory instead
+        of page-faulting fresh mappings on every call.
         """
         n_atoms, max_neighbors = factors.shape
         species_index = self.species_index(species)
         messages = self.neighbor_embedding(self.species_index(neighbor_species))
         if views is not None:
-            xyz = torch.bmm(geometry[views.atom, :, :3], views.rotation)
-            xyz = xyz * (~views.isotropic).to(xyz.dtype)[:, None, None]
-            view_geometry = torch.cat([xyz, geometry[views.atom, :, 3:]], dim=-1)
-            view_factors = factors[views.atom]
-            view_species = species_index[views.atom]
+            views = _sorted_by_atom(views)
+            view_counts = torch.bincount(views.atom, minlength=n_atoms)
+            view_starts = torch.cumsum(view_counts, 0) - view_counts
+            rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
         else:
-            view_geometry = geometry
-            view_factors = factors
-            view_species = species_index
+            view_starts = torch.arange(n_atoms, device=factors.device)
+            rows_per_atom = 1.0
+        width = max(self.d_pet, self.d_node, self.d_feedforward)
+        budget = self.chunk_elements / (rows_per_atom * (max_neighbors + 1) * width)
+        atoms_per_chunk = max(1, int(budget))
+        bounds: List[int] = []
+        for first in range(0, n_atoms, atoms_per_chunk):
+            bounds.append(first)
+        bounds.append(n_atoms)
+        row_bounds: List[int] = [0]
+        if views is not None:
+            for first in bounds[1:-1]:
+                row_bounds.append(int(view_starts[first]))
+            row_bounds.append(views.atom.shape[0])
+        else:
+            row_bounds = bounds
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
         for block in self.blocks:
-            view_messages = messages if views is None else messages[views.atom]
-            central, edge_tokens = block(
-                view_geometry, view_messages, view_species, view_factors
-            )
-            # TorchScript indexes ModuleDicts only by literal keys: iterate instead
-            for name, central_head in block.central_heads.items():
-                if name in head_features:
-                    head_features[name].append(central_head(central))
-            for name, bond_head in block.bond_heads.items():
-                if name in head_features:
-                    bonds = bond_head(edge_tokens) * view_factors[:, :, None]
-                    head_features[name].append(bonds.sum(dim=1))
-            if views is not None:
-                central = weighted_sum(central, views.atom, views.weight, n_atoms)
-                edge_tokens = weighted_sum(
-                    edge_tokens, views.atom, views.weight, n_atoms
+            central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
+            bond_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
+            centrals: List[torch.Tensor] = []
+            edges: List[torch.Tensor] = []
+            for index in range(len(bounds) - 1):
+                first, last = bounds[index], bounds[index + 1]
+                if views is None:
+                    # slices are views of the inputs: no copies
+                    row_geometry = geometry[first:last]
+                    row_messages = messages[first:last]
+                    row_species = species_index[first:last]
+                    row_factors = factors[first:last]
+                else:
+                    rows = views.atom[row_bounds[index] : row_bounds[index + 1]]
+                    rotation = views.rotation[row_bounds[index] : row_bounds[index + 1]]
+                    flat = views.isotropic[row_bounds[index] : row_bounds[index + 1]]
+                    xyz = torch.bmm(geometry[rows, :, :3], rotation)
+                    xyz = xyz * (~flat).to(xyz.dtype)[:, None, None]
+                    row_geometry = torch.cat([xyz, geometry[rows, :, 3:]], dim=-1)
+                    row_messages = messages[rows]
+                    row_species = species_index[rows]
+                    row_factors = factors[rows]
+                central, edge_tokens = block(
+                    row_geometry, row_messages, row_species, row_factors
                 )
+                # TorchScript indexes ModuleDicts only by literal keys: iterate
+                for name, central_head in block.central_heads.items():
+                    if name in central_heads:
+                        central_heads[name].append(central_head(central))
+                for name, bond_head in block.bond_heads.items():
+                    if name in bond_heads:
+                        bonds = bond_head(edge_tokens) * row_factors[:, :, None]
+                        bond_heads[name].append(bonds.sum(dim=1))
+                if views is not None:
+                    local = (
+                        views.atom[row_bounds[index] : row_bounds[index + 1]] - first
+                    )
+                    weight = views.weight[row_bounds[index] : row_bounds[index + 1]]
+                    central = weighted_sum(central, local, weight, last - first)
+                    edge_tokens = weighted_sum(edge_tokens, local, weight, last - first)
+                centrals.append(central)
+                edges.append(edge_tokens)
+            for name in targets:
+                head_features[name].append(_joined(central_heads[name]))
+                head_features[name].append(_joined(bond_heads[name]))
+            central = _joined(centrals)
+            edge_tokens = _joined(edges)
             features.append(central)
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
             reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
@@ -216,3 +264,23 @@ class PETNetwork(torch.nn.Module):
             results[name] = prediction
             results["llf::" + name] = llf
         return results
+
+
+# elements of the widest per-token tensor of one chunk (8 MB in float32): below
+# glibc's largest mmap threshold (32 MB), so chunk buffers are recycled
+CHUNK_ELEMENTS = 2**21
+
+
+def _joined(chunks: List[torch.Tensor]) -> torch.Tensor:
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+def _sorted_by_atom(views: Views) -> Views:
+    """Views ordered by atom, so that the views of a range of atoms are contiguous."""
+    order = torch.argsort(views.atom, stable=True)
+    return Views(
+        views.atom[order],
+        views.rotation[order],
+        views.weight[order],
+        views.isotropic[order],
+    )
