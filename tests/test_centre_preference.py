@@ -98,3 +98,28 @@ def test_exact_invariance_with_preference(length):
     energy, force, _ = rotation_errors(model, [ethanol_cluster()], count=2)
     assert energy < 1e-10
     assert force < 1e-9
+
+
+def test_command_line_switches_the_preference_off_or_sets_it():
+    from pet_metatrain.cli import _parser
+
+    for text, expected in [("none", 0.0), ("0.7", 0.7)]:
+        args = _parser().parse_args(
+            ["export", "model.ckpt", "--centre-preference-length", text]
+        )
+        assert args.centre_preference_length == expected
+
+
+def test_zero_length_ranks_by_weight_alone():
+    off = make_model(frames="structure")
+    off.set_symmetrization(
+        dict(off.hypers["symmetrization"], centre_preference_length=0.0)
+    )
+    reference = make_model(frames="structure")
+    reference.set_symmetrization(
+        dict(reference.hypers["symmetrization"], centre_preference_length=None)
+    )
+    cluster = ethanol_cluster()
+    assert structure_frame_count(off, cluster) == structure_frame_count(
+        reference, cluster
+    )

@@ -18,6 +18,7 @@ def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
     hypers.setdefault("d_node", None)
     hypers.setdefault("transformer_type", "PostLN")
     hypers["symmetrization"].setdefault("centre_preference_length", None)
+    hypers["symmetrization"].setdefault("centre_pruning_passes", 1)
     targets = checkpoint["model_data"]["dataset_info"].targets
     for key in ("model_state_dict", "best_model_state_dict"):
         state_dict = checkpoint.get(key)

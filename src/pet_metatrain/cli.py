@@ -100,6 +100,18 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
             type=kind,
             metavar=kind.__name__,
         )
+    parser.add_argument(
+        "--centre-preference-length",
+        dest="centre_preference_length",
+        type=_length_or_off,
+        metavar="float|none",
+        help="'none' (or 0) ranks structure frames by weight alone",
+    )
+
+
+def _length_or_off(text: str) -> float:
+    """A length, or 0 (no centre preference) for 'none'."""
+    return 0.0 if text.lower() == "none" else float(text)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -78,8 +78,14 @@ class SymmetrizationHypers(TypedDict):
     """Structure-wide frames of a molecule (a non-periodic structure): pruning
     ranks frames by weight times ``exp(-d / L)``, ``d`` the distance of the frame's
     centre atom to the molecule's centroid, so frames of the central atoms survive
-    and the cost stops growing with molecule size. ``None`` ranks by weight alone,
-    as the reference does. Periodic structures always rank by weight alone."""
+    and the cost stops growing with molecule size. ``None`` (or 0) ranks by weight
+    alone, as the reference does. Periodic structures always rank by weight
+    alone."""
+    centre_pruning_passes: int = 1
+    """Pruning passes (instead of ``pruning_passes``) where frames are ranked by
+    centre preference: the ranking already cuts the frames, and every further pass
+    steepens the switching of the few that remain (NVE on ethanol, 0.5 fs: energy
+    excursion 23 meV with 1 pass, 34 meV with 2)."""
     max_frames_per_batch: int = 4096
     """Frames evaluated by one batched forward pass (bounds memory)."""
 

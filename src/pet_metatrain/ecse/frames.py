@@ -40,6 +40,7 @@ class FrameBuilder(torch.nn.Module):
         self.pruning_threshold = float(hypers["pruning_threshold"])
         self.pruning_width = float(hypers["pruning_width"])
         self.pruning_passes = int(hypers["pruning_passes"])
+        self.centre_pruning_passes = int(hypers["centre_pruning_passes"])
 
     def forward(
         self,
@@ -158,10 +159,12 @@ class FrameBuilder(torch.nn.Module):
         fallback = smooth_cutoff(best, half, 0.5)
         pruning_off = smooth_cutoff(best, half, 0.25)
         top: Optional[torch.Tensor] = None
+        passes = self.centre_pruning_passes
         if scores is None:
             scores = weights
             top = best  # the first pass reuses the maximum above
-        for _ in range(self.pruning_passes):
+            passes = self.pruning_passes
+        for _ in range(passes):
             if top is None:
                 top = _group_smooth_max(scores, group, num_groups, self.beta_weights)
             reference = top[group]
