@@ -133,7 +133,7 @@ def thread_env():
 # ---------------------------------------------------------------------------
 
 
-def parameter_count(arch, model_hypers):
+def parameter_count(arch, model_hypers, atomic_types=(1, 6, 8)):
     from metatrain.utils.architectures import get_default_hypers, import_architecture
     from metatrain.utils.data import DatasetInfo
     from metatrain.utils.data.target_info import get_energy_target_info
@@ -145,23 +145,26 @@ def parameter_count(arch, model_hypers):
         "energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True
     )
     info = DatasetInfo(
-        length_unit="angstrom", atomic_types=[1, 6, 8], targets={"energy": target}
+        length_unit="angstrom",
+        atomic_types=list(atomic_types),
+        targets={"energy": target},
     )
     torch.manual_seed(SEED)
     model = module.__model__(hypers, info)
     return sum(p.numel() for p in model.parameters())
 
 
-def model_hypers():
+def model_hypers(atomic_types=(1, 6, 8)):
     """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` in ``pet``'s shape (2
     blocks of 2 pre-LayerNorm layers, 8 heads, feed-forward 256) with the node
-    width ``d_node`` (a multiple of 8) chosen to match ``pet``'s parameter count."""
+    width ``d_node`` (a multiple of 8) chosen to match ``pet``'s parameter count,
+    both for the chemical species ``atomic_types``."""
     pet = {"cutoff": CUTOFF}
-    n_pet = parameter_count("pet", pet)
+    n_pet = parameter_count("pet", pet, atomic_types)
     best = None
     for d_node in range(128, 1025, 8):
         ecse = {**PET_ECSE_SHAPE, "d_node": d_node}
-        n = parameter_count("pet_ecse", ecse)
+        n = parameter_count("pet_ecse", ecse, atomic_types)
         if best is None or abs(n - n_pet) < abs(best[1] - n_pet):
             best = (ecse, n)
         if n > n_pet:
@@ -176,8 +179,15 @@ def model_hypers():
 # ---------------------------------------------------------------------------
 
 
-def options(arch, hypers, num_epochs, train_xyz, test_xyz, final_eval):
+def options(arch, hypers, num_epochs, train_xyz, test_xyz, final_eval, validation=0.1):
+    """``mtt train`` options; ``validation`` is the fraction of ``train_xyz`` split
+    off for validation or the path of a validation file."""
     targets = {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}
+    if not isinstance(validation, float):
+        validation = {
+            "systems": {"read_from": str(validation), "length_unit": "angstrom"},
+            "targets": targets,
+        }
     return {
         "seed": SEED,
         "base_precision": 32,
@@ -192,7 +202,7 @@ def options(arch, hypers, num_epochs, train_xyz, test_xyz, final_eval):
             "systems": {"read_from": str(train_xyz), "length_unit": "angstrom"},
             "targets": targets,
         },
-        "validation_set": 0.1,
+        "validation_set": validation,
         "test_set": {
             "systems": {"read_from": str(test_xyz), "length_unit": "angstrom"},
             "targets": targets,
@@ -489,18 +499,43 @@ def _holds(ok):
     return "**holds**" if ok else "**does not hold**"
 
 
-def interpretation(rows):
-    pet, plain, ecse = _pick(rows, "best")
+def budget_text(rows):
+    """The paragraph on the epochs and CPU time each architecture got."""
+    pet, plain, _ = _pick(rows, "best")
     cpu_ratio = plain["probe_cpu_s_per_epoch"] / pet["probe_cpu_s_per_epoch"]
-    text = [
+    return (
         f"At the same budget of training CPU time, `pet` "
         f"({pet['probe_cpu_s_per_epoch']:.1f} CPU s/epoch in the probe) trained "
         f"{pet['epochs']} epochs ({pet['train_loop_cpu_s']:.0f} CPU s) and "
         f"`pet_ecse` ({plain['probe_cpu_s_per_epoch']:.1f} CPU s/epoch, "
         f"{cpu_ratio:.2f}× `pet`'s, with "
         f"{plain['parameters'] / pet['parameters'] - 1:+.1%} parameters) "
-        f"{plain['epochs']} epochs ({plain['train_loop_cpu_s']:.0f} CPU s).",
-    ]
+        f"{plain['epochs']} epochs ({plain['train_loop_cpu_s']:.0f} CPU s)."
+    )
+
+
+def rotation_and_cost_text(rows, molecule="ethanol"):
+    """The paragraph on the rotational error and the cost of one call."""
+    pet, plain, ecse = _pick(rows, "best")
+    cost_ratio = ecse["cost_cpu_ms_per_call"] / plain["cost_cpu_ms_per_call"]
+    return (
+        f"Rotational error (best weights, mean over structures): energy std "
+        f"{fmt(pet['rot_energy_std_meV'], '{:.3g}')} meV (`pet`), "
+        f"{fmt(plain['rot_energy_std_meV'], '{:.3g}')} meV (plain), "
+        f"{fmt(ecse['rot_energy_std_meV'], '{:.3g}')} meV (ECSE); back-rotated "
+        f"force RMS {fmt(pet['rot_force_rms_meV_A'], '{:.3g}')}, "
+        f"{fmt(plain['rot_force_rms_meV_A'], '{:.3g}')} and "
+        f"{fmt(ecse['rot_force_rms_meV_A'], '{:.3g}')} meV/Å. One energy+forces "
+        f"call on one {molecule} molecule costs "
+        f"{fmt(pet['cost_cpu_ms_per_call'], '{:.1f}')} ms (`pet`), "
+        f"{fmt(plain['cost_cpu_ms_per_call'], '{:.1f}')} ms (plain) and "
+        f"{fmt(ecse['cost_cpu_ms_per_call'], '{:.1f}')} ms (ECSE) of CPU time: "
+        f"ECSE costs {cost_ratio:.1f}× the plain model."
+    )
+
+
+def interpretation(rows):
+    text = [budget_text(rows)]
     for weights in ("best", "last"):
         pet, plain, ecse = _pick(rows, weights)
         floor_1, floor_2 = floors(rows, weights)
@@ -530,27 +565,13 @@ def interpretation(rows):
             f"by {100 * (ratio_plain - 1):+.2f}%: floor ECSE within 3% of plain "
             f"{_holds(floor_2)}.",
         ]
-    pet, plain, ecse = _pick(rows, "best")
-    cost_ratio = ecse["cost_cpu_ms_per_call"] / plain["cost_cpu_ms_per_call"]
-    text += [
-        "",
-        f"Rotational error (best weights, mean over structures): energy std "
-        f"{fmt(pet['rot_energy_std_meV'], '{:.3g}')} meV (`pet`), "
-        f"{fmt(plain['rot_energy_std_meV'], '{:.3g}')} meV (plain), "
-        f"{fmt(ecse['rot_energy_std_meV'], '{:.3g}')} meV (ECSE); back-rotated "
-        f"force RMS {fmt(pet['rot_force_rms_meV_A'], '{:.3g}')}, "
-        f"{fmt(plain['rot_force_rms_meV_A'], '{:.3g}')} and "
-        f"{fmt(ecse['rot_force_rms_meV_A'], '{:.3g}')} meV/Å. One energy+forces "
-        f"call on one ethanol molecule costs "
-        f"{fmt(pet['cost_cpu_ms_per_call'], '{:.1f}')} ms (`pet`), "
-        f"{fmt(plain['cost_cpu_ms_per_call'], '{:.1f}')} ms (plain) and "
-        f"{fmt(ecse['cost_cpu_ms_per_call'], '{:.1f}')} ms (ECSE) of CPU time: "
-        f"ECSE costs {cost_ratio:.1f}× the plain model.",
-    ]
+    text += ["", rotation_and_cost_text(rows)]
     return "\n".join(text)
 
 
-def notes(rows, meta):
+def notes(rows, meta, convergence="Neither model is converged at this budget: the"):
+    """The notes of the report; ``convergence`` starts the sentence on the
+    validation force MAE at the first and the last epoch."""
     from metatrain.utils.architectures import get_default_hypers
 
     pet, plain, _ = _pick(rows, "best")
@@ -571,7 +592,7 @@ def notes(rows, meta):
     ]
     if "val_force_mae_last_epoch_meV_A" in pet:
         text.append(
-            "- Neither model is converged at this budget: the validation force MAE "
+            f"- {convergence} validation force MAE "
             f"went from {pet['val_force_mae_first_epoch_meV_A']:.0f} to "
             f"{pet['val_force_mae_last_epoch_meV_A']:.0f} meV/Å (`pet`) and from "
             f"{plain['val_force_mae_first_epoch_meV_A']:.0f} to "
@@ -595,9 +616,10 @@ def notes(rows, meta):
     return "\n".join(text)
 
 
-def write_report(rows, meta, md_path, csv_path):
-    keys = [key for key, _, _ in COLUMNS] + [
-        key for row in rows for key in row if key not in {c[0] for c in COLUMNS}
+def write_csv(rows, csv_path, columns=COLUMNS):
+    """All keys of ``rows``, those of ``columns`` first."""
+    keys = [key for key, _, _ in columns] + [
+        key for row in rows for key in row if key not in {c[0] for c in columns}
     ]
     keys = list(dict.fromkeys(keys))
     with open(csv_path, "w", newline="") as f:
@@ -605,6 +627,10 @@ def write_report(rows, meta, md_path, csv_path):
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in keys})
+
+
+def write_report(rows, meta, md_path, csv_path):
+    write_csv(rows, csv_path)
 
     arch_rows = [
         row
@@ -695,8 +721,8 @@ Test set ({meta["test_frames"]} frames of `test_MD.xyz`), rotational error and c
 # ---------------------------------------------------------------------------
 
 
-def command_line():
-    return " ".join(["python benchmarks/accuracy_ethanol.py"] + sys.argv[1:])
+def command_line(script="benchmarks/accuracy_ethanol.py"):
+    return " ".join([f"python {script}"] + sys.argv[1:])
 
 
 def cpu_model():
@@ -709,12 +735,21 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default="/work/shared/data/rmd17_ethanol")
-    parser.add_argument("--budget-minutes", type=float, default=12.0)
-    parser.add_argument("--workdir", default="/tmp/pet_ecse_accuracy_ethanol")
-    parser.add_argument("--test-frames", type=int, default=1000)
+def add_arguments(
+    parser,
+    data_dir="/work/shared/data/rmd17_ethanol",
+    budget_minutes=12.0,
+    workdir="/tmp/pet_ecse_accuracy_ethanol",
+    test_frames=1000,
+    output_md=REPO / "docs/benchmarks-accuracy.md",
+    output_csv=REPO / "docs/benchmarks-accuracy.csv",
+):
+    """The command-line options of the benchmark, with these defaults
+    (``test_frames=None``: the whole test file)."""
+    parser.add_argument("--data-dir", default=str(data_dir))
+    parser.add_argument("--budget-minutes", type=float, default=budget_minutes)
+    parser.add_argument("--workdir", default=str(workdir))
+    parser.add_argument("--test-frames", type=int, default=test_frames)
     parser.add_argument("--probe-epochs", type=int, default=2)
     parser.add_argument(
         "--budget-clock",
@@ -737,21 +772,33 @@ def main():
         action="store_true",
         help="only rewrite the report from --workdir/results.json",
     )
-    parser.add_argument(
-        "--output-md", default=str(REPO / "docs/benchmarks-accuracy.md")
-    )
-    parser.add_argument(
-        "--output-csv", default=str(REPO / "docs/benchmarks-accuracy.csv")
-    )
-    args = parser.parse_args()
+    parser.add_argument("--output-md", default=str(output_md))
+    parser.add_argument("--output-csv", default=str(output_csv))
 
+
+def run_benchmark(
+    args,
+    train_xyz,
+    test_file,
+    validation=0.1,
+    atomic_types=(1, 6, 8),
+    script="benchmarks/accuracy_ethanol.py",
+    report=write_report,
+):
+    """Train (unless ``args.skip_training``), export, evaluate and write the report
+    with ``report(rows, meta, md_path, csv_path)``, which returns (table, text).
+
+    ``train_xyz``: training file; ``test_file``: the test file, of which the first
+    ``args.test_frames`` frames (all if None) are used; ``validation``: fraction of
+    the training file or path of a validation file; ``atomic_types``: the species,
+    for the parameter counts; ``script``: the name in the recorded command line."""
     torch.set_num_threads(1)
     data_dir = Path(args.data_dir).absolute()
     workdir = Path(args.workdir).absolute()
     if args.report_only:
         results = json.loads((workdir / "results.json").read_text())
         add_validation(results["rows"], workdir)
-        table, text = write_report(
+        table, text = report(
             results["rows"],
             results["meta"],
             Path(args.output_md),
@@ -760,8 +807,8 @@ def main():
         print(table + "\n\n" + text)
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    train_xyz = data_dir / "train.xyz"
-    test_frames = ase.io.read(data_dir / "test_MD.xyz", f":{args.test_frames}")
+    frames = ":" if args.test_frames is None else f":{args.test_frames}"
+    test_frames = ase.io.read(test_file, frames)
     test_xyz = workdir / "test_subset.xyz"
     ase.io.write(test_xyz, test_frames)
     log(f"{len(test_frames)} test frames written to {test_xyz}")
@@ -775,20 +822,26 @@ def main():
     if args.skip_training:
         run = json.loads(run_file.read_text())
     else:
-        sizes = model_hypers()
+        sizes = model_hypers(atomic_types)
         run = {
             "hypers": {a: sizes[a][0] for a in ARCHS},
             "params": {a: sizes[a][1] for a in ARCHS},
             "budget_minutes": args.budget_minutes,
             "budget_clock": args.budget_clock,
             "probe_epochs": args.probe_epochs,
-            "train_command": command_line(),
+            "train_command": command_line(script),
         }
         stats = {a: {} for a in ARCHS}
         for arch in ARCHS:
             log(f"probe {arch}: {args.probe_epochs} epochs")
             opts = options(
-                arch, run["hypers"][arch], args.probe_epochs, train_xyz, test_xyz, False
+                arch,
+                run["hypers"][arch],
+                args.probe_epochs,
+                train_xyz,
+                test_xyz,
+                False,
+                validation,
             )
             marks = mtt_train(workdir / f"probe_{arch}", opts)
             wall, cpu = per_epoch(marks)
@@ -810,6 +863,7 @@ def main():
                 train_xyz,
                 test_xyz,
                 False,
+                validation,
             )
             marks = mtt_train(workdir / f"train_{arch}", opts)
             t0, c0 = marks["start"]
@@ -892,9 +946,9 @@ def main():
         "date": datetime.date.today().isoformat(),
         "source": source,
         "command": (
-            f"{run['train_command']}` (training), then `{command_line()}"
+            f"{run['train_command']}` (training), then `{command_line(script)}"
             if args.skip_training and "train_command" in run
-            else command_line()
+            else command_line(script)
         ),
         "platform": platform.platform(),
         "processor": cpu_model(),
@@ -925,11 +979,19 @@ def main():
     (workdir / "results.json").write_text(
         json.dumps({"rows": rows, "meta": meta}, indent=2, default=float)
     )
-    table, text = write_report(rows, meta, Path(args.output_md), Path(args.output_csv))
+    table, text = report(rows, meta, Path(args.output_md), Path(args.output_csv))
     print()
     print(table)
     print()
     print(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir).absolute()
+    run_benchmark(args, data_dir / "train.xyz", data_dir / "test_MD.xyz")
 
 
 if __name__ == "__main__":
