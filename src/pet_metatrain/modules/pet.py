@@ -140,6 +140,28 @@ class PETNetwork(torch.nn.Module):
             )
         return index
 
+    def _chunk_bounds(
+        self, n_atoms: int, max_neighbors: int, views: Optional[Views]
+    ) -> Tuple[List[int], List[int]]:
+        """First atom and first row (view) of every chunk, plus the ends; chunks
+        hold about ``chunk_elements`` entries in their widest per-token tensor."""
+        rows_per_atom = 1.0
+        if views is not None:
+            rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
+        width = max(self.d_pet, self.d_node, self.d_feedforward)
+        budget = self.chunk_elements / (rows_per_atom * (max_neighbors + 1) * width)
+        bounds: List[int] = list(range(0, n_atoms, max(1, int(budget))))
+        bounds.append(n_atoms)
+        if views is None:
+            return bounds, bounds
+        counts = torch.bincount(views.atom, minlength=n_atoms)
+        starts = torch.cumsum(counts, 0) - counts
+        row_bounds: List[int] = [0]
+        for first in bounds[1:-1]:
+            row_bounds.append(int(starts[first]))
+        row_bounds.append(views.atom.shape[0])
+        return bounds, row_bounds
+
     def forward(
         self,
         geometry: torch.Tensor,
@@ -166,26 +188,7 @@ class PETNetwork(torch.nn.Module):
         messages = self.neighbor_embedding(self.species_index(neighbor_species))
         if views is not None:
             views = _sorted_by_atom(views)
-            view_counts = torch.bincount(views.atom, minlength=n_atoms)
-            view_starts = torch.cumsum(view_counts, 0) - view_counts
-            rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
-        else:
-            view_starts = torch.arange(n_atoms, device=factors.device)
-            rows_per_atom = 1.0
-        width = max(self.d_pet, self.d_node, self.d_feedforward)
-        budget = self.chunk_elements / (rows_per_atom * (max_neighbors + 1) * width)
-        atoms_per_chunk = max(1, int(budget))
-        bounds: List[int] = []
-        for first in range(0, n_atoms, atoms_per_chunk):
-            bounds.append(first)
-        bounds.append(n_atoms)
-        row_bounds: List[int] = [0]
-        if views is not None:
-            for first in bounds[1:-1]:
-                row_bounds.append(int(view_starts[first]))
-            row_bounds.append(views.atom.shape[0])
-        else:
-            row_bounds = bounds
+        bounds, row_bounds = self._chunk_bounds(n_atoms, max_neighbors, views)
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
