@@ -492,12 +492,14 @@ def count_frames(model, atoms):
     n = graph.species.shape[0]
     builder = model.frame_builder
     passes = builder.pruning_passes
+    centre_passes = builder.centre_pruning_passes
     result = {}
     with torch.no_grad():
         for label, n_passes in [("after", passes), ("before", 0)]:
             builder.pruning_passes = n_passes
+            builder.centre_pruning_passes = centre_passes if n_passes else 0
             try:
-                whole = model._structure_frames(graph, 1)
+                whole = model.frame_builder.structure_frames(graph, 1)
                 atoms_frames = builder(
                     graph.edge_vectors,
                     graph.distances,
@@ -507,6 +509,7 @@ def count_frames(model, atoms):
                 )
             finally:
                 builder.pruning_passes = passes
+                builder.centre_pruning_passes = centre_passes
             per_atom = torch.bincount(atoms_frames.group, minlength=n).double()
             result[label] = {
                 "structure": int(whole.group.shape[0]),
@@ -516,7 +519,7 @@ def count_frames(model, atoms):
                 "atom isotropic": int(atoms_frames.isotropic.sum()),
             }
     result["pruning passes"] = passes
-    result["centre preference length"] = getattr(model, "centre_preference_length", 0.0)
+    result["centre preference length"] = builder.centre_preference_length
     result["outer cutoff"] = float(builder.outer_cutoff)
     result["max neighbors"] = int(graph.mask.shape[1])
     result["mean neighbors"] = float(graph.mask.sum(1).double().mean())

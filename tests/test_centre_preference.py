@@ -11,7 +11,7 @@ from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 from models import make_model
 from test_ecse import assert_continuous, rotation_errors
 
-from pet_metatrain.ecse.structure import centre_preference
+from pet_metatrain.ecse.frames import centre_preference
 from pet_metatrain.modules.graph import systems_to_graph
 
 
@@ -32,7 +32,7 @@ def structure_frame_count(model, atoms: ase.Atoms) -> int:
     system = systems_to_torch(atoms, dtype=torch.float64)
     system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
     graph = systems_to_graph([system], model.requested_nl)
-    return int(model._structure_frames(graph, 1).group.shape[0])
+    return int(model.frame_builder.structure_frames(graph, 1).group.shape[0])
 
 
 def test_molecule_keeps_the_frames_of_its_central_atoms():

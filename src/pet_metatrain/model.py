@@ -29,7 +29,6 @@ from .documentation import ModelHypers
 from .ecse.frames import FrameBuilder, WeightedFrames
 from .ecse.structure import (
     accumulate_copies,
-    centre_preference,
     rotated_copies,
     select_frames,
 )
@@ -110,8 +109,6 @@ class PETECSE(ModelInterface[ModelHypers]):
             frames = "atom" if self.symmetrize_in_training else "structure"
         self.per_atom_frames = frames == "atom"
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
-        length = symmetrization["centre_preference_length"]
-        self.centre_preference_length = 0.0 if length is None else float(length)
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
@@ -318,7 +315,7 @@ class PETECSE(ModelInterface[ModelHypers]):
                 targets,
             )
 
-        frames = self._structure_frames(graph, n_systems)
+        frames = self.frame_builder.structure_frames(graph, n_systems)
         results: Dict[str, torch.Tensor] = {}
         return self._add_rotated_copies(graph, frames, n_systems, targets, results)
 
@@ -332,7 +329,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         """Plain PET, blended with the isotropic fallback exactly as structure-wide
         ECSE will blend it: the fallback trains in the same run, on the (nearly)
         collinear structures of the data set where it will carry weight."""
-        frames = self._structure_frames(graph, n_systems)
+        frames = self.frame_builder.structure_frames(graph, n_systems)
         fallback = frames.isotropic
         if not bool(torch.any(fallback)):
             return predictions
@@ -352,25 +349,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
         return self._add_rotated_copies(
             graph, only_fallback, n_systems, targets, results
-        )
-
-    def _structure_frames(self, graph: EdgeGraph, n_systems: int) -> WeightedFrames:
-        """Frames pooled and pruned per structure."""
-        preference: Optional[torch.Tensor] = None
-        if self.centre_preference_length > 0.0:
-            preference = centre_preference(
-                graph.positions,
-                graph.system_index,
-                graph.periodic,
-                self.centre_preference_length,
-            )
-        return self.frame_builder(
-            graph.edge_vectors,
-            graph.distances,
-            graph.mask,
-            graph.system_index,
-            n_systems,
-            preference,
         )
 
     def _add_rotated_copies(

@@ -9,6 +9,7 @@ from typing import Dict, NamedTuple, Optional
 
 import torch
 
+from ..modules.graph import EdgeGraph
 from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
@@ -41,6 +42,28 @@ class FrameBuilder(torch.nn.Module):
         self.pruning_width = float(hypers["pruning_width"])
         self.pruning_passes = int(hypers["pruning_passes"])
         self.centre_pruning_passes = int(hypers["centre_pruning_passes"])
+        length = hypers["centre_preference_length"]
+        self.centre_preference_length = 0.0 if length is None else float(length)
+
+    def structure_frames(self, graph: EdgeGraph, num_structures: int) -> WeightedFrames:
+        """Frames of all atoms pooled and pruned per structure, molecules ranked by
+        centre preference."""
+        preference: Optional[torch.Tensor] = None
+        if self.centre_preference_length > 0.0:
+            preference = centre_preference(
+                graph.positions,
+                graph.system_index,
+                graph.periodic,
+                self.centre_preference_length,
+            )
+        return self.forward(
+            graph.edge_vectors,
+            graph.distances,
+            graph.mask,
+            graph.system_index,
+            num_structures,
+            preference,
+        )
 
     def forward(
         self,
@@ -197,6 +220,44 @@ class FrameBuilder(torch.nn.Module):
         total = torch.zeros(num_groups, dtype=weights.dtype, device=weights.device)
         total = total.index_add(0, group, weights)
         return WeightedFrames(group, rotations, weights / total[group], isotropic)
+
+
+def centre_preference(
+    positions: torch.Tensor,
+    system_index: torch.Tensor,
+    periodic: torch.Tensor,
+    length: float,
+) -> torch.Tensor:
+    """Pruning preference of every atom for structure-wide frames: ``exp(-(d -
+    d_min) / length)`` with ``d`` the atom's distance to the centroid of its
+    molecule and ``d_min`` a smooth minimum over the molecule (so the most
+    central atoms score about 1). Frames of central atoms then survive pruning
+    and the number of frames stops growing with the size of a molecule. Periodic
+    structures have no centroid (wrapping an atom moves it): preference 1."""
+    n_systems = periodic.shape[0]
+    dtype = positions.dtype
+    counts = torch.bincount(system_index, minlength=n_systems).to(dtype)
+    centroid = (
+        torch.zeros(n_systems, 3, dtype=dtype, device=positions.device).index_add(
+            0, system_index, positions
+        )
+        / counts.clamp(min=1.0)[:, None]
+    )
+    offsets = positions - centroid[system_index]
+    # smooth at the centroid itself, where |offset| has a cone
+    distance = torch.sqrt(offsets.square().sum(-1) + length**2)
+    sharp = 4.0 / length
+    peak = torch.zeros(n_systems, dtype=dtype, device=positions.device)
+    peak = peak.scatter_reduce(
+        0, system_index, -sharp * distance.detach(), "amax", include_self=False
+    )
+    total = torch.zeros(n_systems, dtype=dtype, device=positions.device)
+    total = total.index_add(
+        0, system_index, torch.exp(-sharp * distance - peak[system_index])
+    )
+    smooth_min = -(torch.log(total.clamp(min=1e-30)) + peak) / sharp
+    preference = torch.exp(-(distance - smooth_min[system_index]) / length)
+    return torch.where(periodic[system_index], torch.ones_like(preference), preference)
 
 
 def to_lab_frame(

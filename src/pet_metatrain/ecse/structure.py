@@ -84,44 +84,6 @@ def accumulate_copies(
         )
 
 
-def centre_preference(
-    positions: torch.Tensor,
-    system_index: torch.Tensor,
-    periodic: torch.Tensor,
-    length: float,
-) -> torch.Tensor:
-    """Pruning preference of every atom for structure-wide frames: ``exp(-(d -
-    d_min) / length)`` with ``d`` the atom's distance to the centroid of its
-    molecule and ``d_min`` a smooth minimum over the molecule (so the most
-    central atoms score about 1). Frames of central atoms then survive pruning
-    and the number of frames stops growing with the size of a molecule. Periodic
-    structures have no centroid (wrapping an atom moves it): preference 1."""
-    n_systems = periodic.shape[0]
-    dtype = positions.dtype
-    counts = torch.bincount(system_index, minlength=n_systems).to(dtype)
-    centroid = (
-        torch.zeros(n_systems, 3, dtype=dtype, device=positions.device).index_add(
-            0, system_index, positions
-        )
-        / counts.clamp(min=1.0)[:, None]
-    )
-    offsets = positions - centroid[system_index]
-    # smooth at the centroid itself, where |offset| has a cone
-    distance = torch.sqrt(offsets.square().sum(-1) + length**2)
-    sharp = 4.0 / length
-    peak = torch.zeros(n_systems, dtype=dtype, device=positions.device)
-    peak = peak.scatter_reduce(
-        0, system_index, -sharp * distance.detach(), "amax", include_self=False
-    )
-    total = torch.zeros(n_systems, dtype=dtype, device=positions.device)
-    total = total.index_add(
-        0, system_index, torch.exp(-sharp * distance - peak[system_index])
-    )
-    smooth_min = -(torch.log(total.clamp(min=1e-30)) + peak) / sharp
-    preference = torch.exp(-(distance - smooth_min[system_index]) / length)
-    return torch.where(periodic[system_index], torch.ones_like(preference), preference)
-
-
 def select_frames(frames: WeightedFrames, start: int, stop: int) -> WeightedFrames:
     """A contiguous chunk of frames (to bound the memory of one forward pass)."""
     return WeightedFrames(

@@ -31,7 +31,7 @@ from metatomic.torch import (
 
 from ..modules.graph import systems_to_graph
 from .frames import FrameBuilder, WeightedFrames
-from .structure import centre_preference, select_frames
+from .structure import select_frames
 
 
 def octahedral_rotations() -> torch.Tensor:
@@ -70,8 +70,6 @@ class ECSEWrapper(torch.nn.Module):
             self._requested_neighbor_lists.append(self.frame_options)
         self.frame_builder = FrameBuilder(symmetrization, frame_cutoff)
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
-        length = symmetrization["centre_preference_length"]
-        self.centre_preference_length = 0.0 if length is None else float(length)
         self.register_buffer("fallback_rotations", octahedral_rotations().to(dtype))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
@@ -87,22 +85,7 @@ class ECSEWrapper(torch.nn.Module):
         if "energy" not in outputs:
             return results
         graph = systems_to_graph(systems, self.frame_options)
-        preference: Optional[torch.Tensor] = None
-        if self.centre_preference_length > 0.0:
-            preference = centre_preference(
-                graph.positions,
-                graph.system_index,
-                graph.periodic,
-                self.centre_preference_length,
-            )
-        frames = self.frame_builder(
-            graph.edge_vectors,
-            graph.distances,
-            graph.mask,
-            graph.system_index,
-            len(systems),
-            preference,
-        )
+        frames = self.frame_builder.structure_frames(graph, len(systems))
         frames = self._expand_fallback(frames)
 
         energies = torch.zeros(
