@@ -782,6 +782,7 @@ def section_training(pair, steps, max_memory_mb):
             paper.train_fallback = False
         contenders[PAPER_MODE] = paper
     results = {}
+    step_functions = {}
     for mode, model in contenders.items():
         model.train()
         systems = [
@@ -811,11 +812,14 @@ def section_training(pair, steps, max_memory_mb):
             optimizer.step()
 
         step()  # an extra warm-up (Adam state)
-        result = guarded(step, steps, memory_budget(max_memory_mb), min_time=2.0)
+        # one guarded step for the peak memory; timed below, interleaved
+        results[mode] = guarded(step, 1, memory_budget(max_memory_mb), min_time=0.0)
+        step_functions[mode] = step
+    _interleaved_timing(step_functions, results, steps)
+    for mode, result in results.items():
         model_name = "matched/" + ("pet" if mode == "pet" else "pet_ecse")
         if mode == PAPER_MODE:
             model_name = "paper/pet_ecse"
-        results[mode] = result
         if result["status"] != "measured":
             record_result("training", "ethanol x16", n_atoms, model_name, mode, result)
             log(f"  train {mode:10s} {result['status']}")
@@ -843,6 +847,30 @@ def section_training(pair, steps, max_memory_mb):
             f"{result['atoms/s']:7.0f} atoms/s  peak +{result['mem']:.0f} MB"
         )
     return results
+
+
+def _interleaved_timing(step_functions, results, rounds):
+    """Median CPU and wall time of each measured step, timed round-robin (one step
+    of every model per round), so that changing load on a shared machine affects
+    all models alike."""
+    times = {mode: ([], [], []) for mode in step_functions}
+    for _ in range(rounds):
+        for mode, step in step_functions.items():
+            if results[mode]["status"] != "measured":
+                continue
+            before = _clock()
+            step()
+            after = _clock()
+            for series, index in zip(times[mode], range(3), strict=True):
+                series.append(after[index] - before[index])
+    for mode, (wall, cpu, system) in times.items():
+        if wall:
+            results[mode].update(
+                wall=1e3 * statistics.median(wall),
+                cpu=1e3 * statistics.median(cpu),
+                sys=1e3 * statistics.median(system),
+                repeats=len(wall),
+            )
 
 
 def _random_rotations(count, seed):
@@ -2235,7 +2263,10 @@ def write_outputs(
         "to train the isotropic fallback that structure-frame ECSE blends in); "
         "`pet_ecse ecse-atom` is training with per-atom frames (`during_training: "
         f"true`, e.g. fine-tuning with ECSE on), for reference; `pet_ecse "
-        f"{PAPER_MODE}` is the `paper` model, plain (not matched in parameters)."
+        f"{PAPER_MODE}` is the `paper` model, plain (not matched in parameters). "
+        "After two warm-up steps per model, steps are timed round-robin (one step "
+        "of every model per round, medians over the rounds), so that load changes "
+        "on a shared machine affect all models alike."
     )
     add("")
     rows = []
