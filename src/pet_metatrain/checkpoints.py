@@ -19,6 +19,8 @@ def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
     hypers.setdefault("transformer_type", "PostLN")
     hypers["symmetrization"].setdefault("centre_preference_length", None)
     hypers["symmetrization"].setdefault("centre_pruning_passes", 1)
+    hypers["symmetrization"].setdefault("centre_pruning_threshold", 0.5)
+    hypers["symmetrization"].setdefault("centre_pruning_width", 0.5)
     targets = checkpoint["model_data"]["dataset_info"].targets
     for key in ("model_state_dict", "best_model_state_dict"):
         state_dict = checkpoint.get(key)

@@ -42,6 +42,8 @@ class FrameBuilder(torch.nn.Module):
         self.pruning_width = float(hypers["pruning_width"])
         self.pruning_passes = int(hypers["pruning_passes"])
         self.centre_pruning_passes = int(hypers["centre_pruning_passes"])
+        self.centre_pruning_threshold = float(hypers["centre_pruning_threshold"])
+        self.centre_pruning_width = float(hypers["centre_pruning_width"])
         length = hypers["centre_preference_length"]
         self.centre_preference_length = 0.0 if length is None else float(length)
 
@@ -49,6 +51,7 @@ class FrameBuilder(torch.nn.Module):
         """Frames of all atoms pooled and pruned per structure, molecules ranked by
         centre preference."""
         preference: Optional[torch.Tensor] = None
+        ranked: Optional[torch.Tensor] = None
         if self.centre_preference_length > 0.0:
             preference = centre_preference(
                 graph.positions,
@@ -56,6 +59,7 @@ class FrameBuilder(torch.nn.Module):
                 graph.periodic,
                 self.centre_preference_length,
             )
+            ranked = ~graph.periodic
         return self.forward(
             graph.edge_vectors,
             graph.distances,
@@ -63,6 +67,7 @@ class FrameBuilder(torch.nn.Module):
             graph.system_index,
             num_structures,
             preference,
+            ranked,
         )
 
     def forward(
@@ -73,6 +78,7 @@ class FrameBuilder(torch.nn.Module):
         atom_group: torch.Tensor,
         num_groups: int,
         preference: Optional[torch.Tensor] = None,
+        ranked: Optional[torch.Tensor] = None,
     ) -> WeightedFrames:
         """Frames of every atom's neighbourhood, pooled and pruned per group.
 
@@ -80,7 +86,8 @@ class FrameBuilder(torch.nn.Module):
         structure-wide frames, ``arange(n_atoms)`` for per-atom frames. Pruning
         ranks frames by weight times ``preference`` [n_atoms] of their centre atom
         (in (0, 1], invariant): lower preference is pruned first; the weights of
-        the surviving frames are not scaled by it.
+        the surviving frames are not scaled by it. Groups flagged in ``ranked``
+        [num_groups] are pruned with the ``centre_pruning_*`` parameters.
         """
         dtype = edge_vectors.dtype
         inside = mask & (distances < self.outer_cutoff)
@@ -120,7 +127,7 @@ class FrameBuilder(torch.nn.Module):
         scores: Optional[torch.Tensor] = None
         if preference is not None:
             scores = frame_weights * preference[atom]
-        return self._prune(group, rotations, frame_weights, scores, num_groups)
+        return self._prune(group, rotations, frame_weights, scores, ranked, num_groups)
 
     def _inner_cutoff(
         self,
@@ -173,31 +180,42 @@ class FrameBuilder(torch.nn.Module):
         rotations: torch.Tensor,
         weights: torch.Tensor,
         scores: Optional[torch.Tensor],
+        ranked: Optional[torch.Tensor],
         num_groups: int,
     ) -> WeightedFrames:
         """Smoothly drop frames whose score is much lower than the best one of
-        their group, and weight in the isotropic fallback where no frame is good."""
+        their group, and weight in the isotropic fallback where no frame is good.
+        Frames of ``ranked`` groups (molecules ranked by centre preference) use
+        the ``centre_pruning_*`` window and passes."""
         best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
         half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
         fallback = smooth_cutoff(best, half, 0.5)
         pruning_off = smooth_cutoff(best, half, 0.25)
         top: Optional[torch.Tensor] = None
-        passes = self.centre_pruning_passes
         if scores is None:
             scores = weights
             top = best  # the first pass reuses the maximum above
-            passes = self.pruning_passes
-        for _ in range(passes):
+        centre = torch.zeros_like(weights)
+        if ranked is not None:
+            centre = ranked[group].to(weights.dtype)
+        threshold = self.pruning_threshold
+        width = self.pruning_width
+        shift = self.centre_pruning_threshold - threshold
+        widen = self.centre_pruning_width - width
+        for index in range(max(self.pruning_passes, self.centre_pruning_passes)):
             if top is None:
                 top = _group_smooth_max(scores, group, num_groups, self.beta_weights)
             reference = top[group]
             keep = smooth_step(
                 scores,
-                self.pruning_threshold * reference,
-                self.pruning_width * reference,
+                (threshold + shift * centre) * reference,
+                (width + widen * centre) * reference,
             )
             off = pruning_off[group]
-            factor = keep * (1.0 - off) + off
+            active = (1.0 - centre) * float(
+                index < self.pruning_passes
+            ) + centre * float(index < self.centre_pruning_passes)
+            factor = active * (keep * (1.0 - off) + off) + (1.0 - active)
             weights = weights * factor
             scores = scores * factor
             selected = weights > 1e-10
@@ -205,6 +223,7 @@ class FrameBuilder(torch.nn.Module):
             rotations = rotations[selected]
             weights = weights[selected]
             scores = scores[selected]
+            centre = centre[selected]
             top = None
 
         with_fallback = torch.nonzero(fallback > 0).flatten()
