@@ -114,7 +114,7 @@ MAX_STRUCTURE_COPY_ATOMS = 3000
 FLOOR_ATOM_GROWTH = 1.3  # cost per atom, 1000 vs 64 atoms, atom frames
 FLOOR_ATOM_OVERHEAD_SOLID = 20.0  # atom frames vs plain, diamond
 FLOOR_MOLECULE_OVERHEAD = 10.0  # ECSE vs plain, molecules <= 30 atoms
-FLOOR_TRAINING = 1.0  # pet_ecse plain / pet training throughput
+FLOOR_TRAINING = 1.0  # pet_ecse plain / pet training and inference throughput
 
 FRAME_RANGE = "ecse::frame_builder (forward)"
 ROWS = []  # long-format results, written to the CSV
@@ -2025,6 +2025,32 @@ def write_outputs(
                     wall_ratio(a, b),
                     f"<= {FLOOR_MOLECULE_OVERHEAD:g}",
                     "PASS" if value <= FLOOR_MOLECULE_OVERHEAD else "FAIL",
+                )
+            )
+    for name in pairs["matched"]["systems"]:
+        a = inference.get(("matched", name, "pet"))
+        b = inference.get(("matched", name, "plain"))
+        if ok(a) and ok(b):
+            value = a["cpu"] / b["cpu"]
+            floor_rows.append(
+                (
+                    f"inference throughput, pet_ecse plain / pet, raw model, {name}",
+                    f"{value:.2f}",
+                    f"{a['wall'] / b['wall']:.2f}",
+                    f">= {FLOOR_TRAINING:g}",
+                    "PASS" if value >= FLOOR_TRAINING else "FAIL",
+                )
+            )
+        a, b = ase_results.get((name, "pet")), ase_results.get((name, "plain"))
+        if ok(a) and ok(b):
+            value = a["cpu"] / b["cpu"]
+            floor_rows.append(
+                (
+                    f"inference throughput, pet_ecse plain / pet, ASE, {name}",
+                    f"{value:.2f}",
+                    f"{a['wall'] / b['wall']:.2f}",
+                    f">= {FLOOR_TRAINING:g}",
+                    "PASS" if value >= FLOOR_TRAINING else "FAIL",
                 )
             )
     for mode in ("plain", "plain+fallback", PAPER_MODE):
