@@ -27,11 +27,12 @@ def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
         if state_dict is None:
             continue
         for name, target in targets.items():
+            if target.is_cartesian:
+                continue
             weight = state_dict[f"network.last_layers.{name}.weight"]
-            if not target.is_cartesian:
-                state_dict[f"network.last_layers.{name}.bias"] = weight.new_zeros(
-                    weight.shape[0]
-                )
+            state_dict[f"network.last_layers.{name}.bias"] = weight.new_zeros(
+                weight.shape[0]
+            )
     if checkpoint.get("optimizer_state_dict") is not None:
         # the new biases shift the optimizer's parameter indices
         logging.warning(

@@ -27,11 +27,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 from . import checkpoints
 from .documentation import ModelHypers
 from .ecse.frames import FrameBuilder, WeightedFrames
-from .ecse.structure import (
-    accumulate_copies,
-    rotated_copies,
-    select_frames,
-)
+from .ecse.structure import accumulate_copies, rotated_copies, select_frames
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork, Views
 from .modules.switching import cosine_cutoff

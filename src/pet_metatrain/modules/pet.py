@@ -189,6 +189,28 @@ class PETNetwork(torch.nn.Module):
         if views is not None:
             views = _sorted_by_atom(views)
         bounds, row_bounds = self._chunk_bounds(n_atoms, max_neighbors, views)
+        # each chunk's rows (atoms, or views rotated into their frames) are built
+        # once and shared by all blocks; only the messages change between blocks
+        chunks: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for index in range(len(bounds) - 1):
+            start, stop = row_bounds[index], row_bounds[index + 1]
+            if views is None:
+                # slices are views of the inputs: no copies
+                rows = torch.arange(start, stop, device=factors.device)
+                chunks.append(
+                    (
+                        rows,
+                        geometry[start:stop],
+                        factors[start:stop],
+                        species_index[start:stop],
+                    )
+                )
+            else:
+                rows = views.atom[start:stop]
+                xyz = torch.bmm(geometry[rows, :, :3], views.rotation[start:stop])
+                xyz = xyz * (~views.isotropic[start:stop]).to(xyz.dtype)[:, None, None]
+                row_geometry = torch.cat([xyz, geometry[rows, :, 3:]], dim=-1)
+                chunks.append((rows, row_geometry, factors[rows], species_index[rows]))
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
@@ -197,24 +219,14 @@ class PETNetwork(torch.nn.Module):
             bond_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
-            for index in range(len(bounds) - 1):
+            for index, (rows, row_geometry, row_factors, row_species) in enumerate(
+                chunks
+            ):
                 first, last = bounds[index], bounds[index + 1]
                 if views is None:
-                    # slices are views of the inputs: no copies
-                    row_geometry = geometry[first:last]
                     row_messages = messages[first:last]
-                    row_species = species_index[first:last]
-                    row_factors = factors[first:last]
                 else:
-                    rows = views.atom[row_bounds[index] : row_bounds[index + 1]]
-                    rotation = views.rotation[row_bounds[index] : row_bounds[index + 1]]
-                    flat = views.isotropic[row_bounds[index] : row_bounds[index + 1]]
-                    xyz = torch.bmm(geometry[rows, :, :3], rotation)
-                    xyz = xyz * (~flat).to(xyz.dtype)[:, None, None]
-                    row_geometry = torch.cat([xyz, geometry[rows, :, 3:]], dim=-1)
                     row_messages = messages[rows]
-                    row_species = species_index[rows]
-                    row_factors = factors[rows]
                 central, edge_tokens = block(
                     row_geometry, row_messages, row_species, row_factors
                 )
@@ -227,9 +239,7 @@ class PETNetwork(torch.nn.Module):
                         bonds = bond_head(edge_tokens) * row_factors[:, :, None]
                         bond_heads[name].append(bonds.sum(dim=1))
                 if views is not None:
-                    local = (
-                        views.atom[row_bounds[index] : row_bounds[index + 1]] - first
-                    )
+                    local = rows - first
                     weight = views.weight[row_bounds[index] : row_bounds[index + 1]]
                     central = weighted_sum(central, local, weight, last - first)
                     edge_tokens = weighted_sum(edge_tokens, local, weight, last - first)
