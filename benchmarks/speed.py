@@ -874,6 +874,29 @@ def _interleaved_timing(step_functions, results, rounds):
             )
 
 
+def atom_frames_growth(systems, pairs, inference):
+    """(smallest cell, largest cell, growth of the CPU, wall and user time per atom)
+    of the tiny pair's ECSE-atom calls, or None with fewer than two cells."""
+    cells = [
+        c
+        for c in pairs["tiny"]["systems"]
+        if ok(inference.get(("tiny", c, "ecse-atom")))
+    ]
+    if len(cells) < 2:
+        return None
+    first, last = cells[0], cells[-1]
+    a = inference[("tiny", first, "ecse-atom")]
+    b = inference[("tiny", last, "ecse-atom")]
+    scale = len(systems[first]) / len(systems[last])
+    return (
+        first,
+        last,
+        b["cpu"] / a["cpu"] * scale,
+        b["wall"] / a["wall"] * scale,
+        (b["cpu"] - b["sys"]) / (a["cpu"] - a["sys"]) * scale,
+    )
+
+
 def _random_rotations(count, seed):
     from scipy.spatial.transform import Rotation
 
@@ -1547,18 +1570,11 @@ def observations(
     """Findings computed from the measurements (each skipped if its data is
     missing)."""
     notes = []
-    cells = [
-        c
-        for c in pairs["tiny"]["systems"]
-        if ok(inference.get(("tiny", c, "ecse-atom")))
-    ]
-    if len(cells) >= 2:
-        first, last = cells[0], cells[-1]
-        a = inference[("tiny", first, "ecse-atom")]
-        b = inference[("tiny", last, "ecse-atom")]
+    scaling = atom_frames_growth(systems, pairs, inference)
+    if scaling is not None:
+        first, last, growth, _, user = scaling
         n_first, n_last = len(systems[first]), len(systems[last])
-        growth = (b["cpu"] / n_last) / (a["cpu"] / n_first)
-        user = ((b["cpu"] - b["sys"]) / n_last) / ((a["cpu"] - a["sys"]) / n_first)
+        b = inference[("tiny", last, "ecse-atom")]
         kernel = b["sys"] / b["cpu"]
         if growth > FLOOR_ATOM_GROWTH and user <= FLOOR_ATOM_GROWTH:
             text = (
@@ -1947,22 +1963,9 @@ def write_outputs(
     add("## Key ratios against the floors")
     add("")
     floor_rows = []
-    tiny_cells = [
-        c
-        for c in pairs["tiny"]["systems"]
-        if ok(inference.get(("tiny", c, "ecse-atom")))
-    ]
-    if len(tiny_cells) >= 2:
-        first, last = tiny_cells[0], tiny_cells[-1]
-        a = inference[("tiny", last, "ecse-atom")]
-        b = inference[("tiny", first, "ecse-atom")]
-        growth = (a["cpu"] / len(systems[last])) / (b["cpu"] / len(systems[first]))
-        wall_growth = (a["wall"] / len(systems[last])) / (
-            b["wall"] / len(systems[first])
-        )
-        user_growth = ((a["cpu"] - a["sys"]) / len(systems[last])) / (
-            (b["cpu"] - b["sys"]) / len(systems[first])
-        )
+    scaling = atom_frames_growth(systems, pairs, inference)
+    if scaling is not None:
+        first, last, growth, wall_growth, user_growth = scaling
         floor_rows.append(
             (
                 f"ECSE-atom cost per atom, {last} / {first} (tiny pair)",
