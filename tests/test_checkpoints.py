@@ -76,3 +76,14 @@ def test_version_1_upgrade_keeps_the_paper_model_and_resets_the_optimizer():
     assert checkpoint["optimizer_state_dict"] is None
     model = model_from_checkpoint(checkpoint, context="restart")
     assert model.network.last_layers["energy"].bias is not None
+
+
+def test_version_2_upgrade_keeps_the_residual_featurizer():
+    path = REFERENCE.parent / "model-v2_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    hypers = checkpoint["model_data"]["model_hypers"]
+    assert hypers["featurizer_type"] == "residual"
+    assert (hypers["activation"], hypers["normalization"]) == ("SiLU", "LayerNorm")
+    model = model_from_checkpoint(checkpoint, context="export")
+    assert len(model.network.combinations) == 0

@@ -51,11 +51,15 @@ class PETECSETests(ArchitectureTests):
 
     @pytest.fixture
     def model_hypers(self, minimal_model_hypers):
-        """A wider node stream and pre-LayerNorm (the paper's layout is tested by
-        :class:`TestOutputAtomFrames`)."""
+        """metatrain ``pet``'s layout: a wider node stream carried through the
+        blocks, pre-normalization (RMSNorm), gated feed-forward networks (the
+        paper's layout is tested by :class:`TestOutputAtomFrames`)."""
         hypers = copy.deepcopy(minimal_model_hypers)
         hypers.update(d_pet=8, d_node=16, d_head=8, d_feedforward=16, num_heads=2)
         hypers.update(num_gnn_layers=2, transformer_type="PreLN")
+        hypers.update(
+            featurizer_type="feedforward", activation="SwiGLU", normalization="RMSNorm"
+        )
         return hypers
 
 
@@ -82,7 +86,10 @@ class TestOutput(OutputTests, PETECSETests):
 
     @pytest.fixture
     def n_last_layer_features(self, model_hypers):
-        return 2 * model_hypers["d_head"] * model_hypers["num_gnn_layers"]
+        readout_blocks = model_hypers["num_gnn_layers"]
+        if model_hypers["featurizer_type"] == "feedforward":
+            readout_blocks = 1  # only the last block has heads
+        return 2 * model_hypers["d_head"] * readout_blocks
 
 
 class TestOutputAtomFrames(TestOutput):

@@ -46,7 +46,16 @@ def _model_v1_to_v2(checkpoint: Dict[str, Any]) -> None:
         checkpoint["scheduler_state_dict"] = None
 
 
-MODEL_UPGRADES: Dict[int, Upgrade] = {1: _model_v1_to_v2}
+def _model_v2_to_v3(checkpoint: Dict[str, Any]) -> None:
+    """v3 added ``featurizer_type``, ``activation`` and ``normalization``; v2 models
+    are the residual featurizer with SiLU and LayerNorm (weights unchanged)."""
+    hypers = checkpoint["model_data"]["model_hypers"]
+    hypers.setdefault("featurizer_type", "residual")
+    hypers.setdefault("activation", "SiLU")
+    hypers.setdefault("normalization", "LayerNorm")
+
+
+MODEL_UPGRADES: Dict[int, Upgrade] = {1: _model_v1_to_v2, 2: _model_v2_to_v3}
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 
 

@@ -131,6 +131,18 @@ class ModelHypers(TypedDict):
     transformer_type: Literal["PostLN", "PreLN"] = "PostLN"
     """``PostLN`` normalizes after each residual sum (the paper); ``PreLN`` before
     attention and feed-forward, which trains stably at higher learning rates."""
+    featurizer_type: Literal["residual", "feedforward"] = "residual"
+    """How blocks pass information on. ``residual`` (the paper): each block starts
+    from a fresh species embedding of the centre, messages are averaged with the
+    reverse edge's output and every block has readout heads. ``feedforward`` (the
+    default of metatrain's ``pet``): the node stream carries on through the blocks,
+    messages are updated by an MLP of the edge's and its reverse's outputs, the
+    neighbour's species is re-embedded in every block and only the last block reads
+    out."""
+    activation: Literal["SiLU", "SwiGLU"] = "SiLU"
+    """Activation of the transformer feed-forward networks (``SwiGLU``: gated)."""
+    normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
+    """Normalization of the transformer layers."""
     symmetrization: SymmetrizationHypers = init_with_defaults(SymmetrizationHypers)
     """Exact rotational symmetrization by ECSE, see :class:`SymmetrizationHypers`."""
 

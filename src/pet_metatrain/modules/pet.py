@@ -41,19 +41,31 @@ def _mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
 
 
 class MessagePassingBlock(torch.nn.Module):
-    """One PET block: edge-token embedding, transformer, per-target readout heads."""
+    """One PET block: edge-token embedding, transformer, per-target readout heads.
 
-    def __init__(self, hypers: Dict, num_species: int) -> None:
+    ``carried`` blocks (after the first, ``featurizer_type: feedforward``) take the
+    previous block's node stream instead of a species embedding of the centre, and
+    re-embed the neighbour's species next to the message.
+    """
+
+    def __init__(self, hypers: Dict, num_species: int, carried: bool) -> None:
         super().__init__()
         d_pet = hypers["d_pet"]
         d_node = node_width(hypers)
+        self.carried = carried
         self.geometry_embedding = torch.nn.Linear(4, d_pet)
         self.token_embedding = torch.nn.Sequential(
-            torch.nn.Linear(2 * d_pet, d_pet),
+            torch.nn.Linear((3 if carried else 2) * d_pet, d_pet),
             torch.nn.SiLU(),
             torch.nn.Linear(d_pet, d_pet),
         )
-        self.central_embedding = torch.nn.Embedding(num_species, d_node)
+        # a carried block embeds the neighbour's species, others the centre's
+        self.central_embedding: torch.nn.Module = torch.nn.Identity()
+        self.neighbor_embedding: torch.nn.Module = torch.nn.Identity()
+        if carried:
+            self.neighbor_embedding = torch.nn.Embedding(num_species, d_pet)
+        else:
+            self.central_embedding = torch.nn.Embedding(num_species, d_node)
         self.transformer = Transformer(
             d_pet,
             hypers["num_heads"],
@@ -61,6 +73,8 @@ class MessagePassingBlock(torch.nn.Module):
             hypers["num_attention_layers"],
             d_node,
             hypers["transformer_type"] == "PreLN",
+            hypers["activation"] == "SwiGLU",
+            getattr(torch.nn, hypers["normalization"]),
         )
         self.central_heads = torch.nn.ModuleDict({})
         self.bond_heads = torch.nn.ModuleDict({})
@@ -70,20 +84,33 @@ class MessagePassingBlock(torch.nn.Module):
         geometry: torch.Tensor,
         messages: torch.Tensor,
         species_index: torch.Tensor,
+        neighbor_index: torch.Tensor,
+        node: torch.Tensor,
         factors: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d]."""
-        edge_tokens = self.token_embedding(
-            torch.cat([self.geometry_embedding(geometry), messages], dim=-1)
-        )
+        """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
+
+        ``node`` is the carried node stream (ignored unless ``carried``)."""
+        inputs = [self.geometry_embedding(geometry)]
+        if self.carried:
+            inputs.append(self.neighbor_embedding(neighbor_index))
+        else:
+            node = self.central_embedding(species_index)
+        inputs.append(messages)
+        edge_tokens = self.token_embedding(torch.cat(inputs, dim=-1))
         ones = torch.ones(
             factors.shape[0], 1, dtype=factors.dtype, device=factors.device
         )
-        return self.transformer(
-            self.central_embedding(species_index),
-            edge_tokens,
-            torch.cat([ones, factors], dim=1),
-        )
+        return self.transformer(node, edge_tokens, torch.cat([ones, factors], dim=1))
+
+
+def _combination(d_pet: int) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.LayerNorm(2 * d_pet),
+        torch.nn.Linear(2 * d_pet, 2 * d_pet),
+        torch.nn.SiLU(),
+        torch.nn.Linear(2 * d_pet, d_pet),
+    )
 
 
 class PETNetwork(torch.nn.Module):
@@ -98,14 +125,24 @@ class PETNetwork(torch.nn.Module):
         self.d_feedforward = int(hypers["d_feedforward"])
         self.chunk_elements = CHUNK_ELEMENTS
         self.num_blocks = int(hypers["num_gnn_layers"])
+        self.feedforward = hypers["featurizer_type"] == "feedforward"
         lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
         self.register_buffer("species_to_index", lookup, persistent=False)
         self.neighbor_embedding = torch.nn.Embedding(len(atomic_types), hypers["d_pet"])
         self.blocks = torch.nn.ModuleList(
             [
-                MessagePassingBlock(hypers, len(atomic_types))
-                for _ in range(self.num_blocks)
+                MessagePassingBlock(
+                    hypers, len(atomic_types), self.feedforward and k > 0
+                )
+                for k in range(self.num_blocks)
+            ]
+        )
+        # feedforward featurizer: message update from an edge and its reverse
+        self.combinations = torch.nn.ModuleList(
+            [
+                _combination(self.d_pet)
+                for _ in range(self.num_blocks - 1 if self.feedforward else 0)
             ]
         )
         self.last_layers = torch.nn.ModuleDict({})
@@ -114,7 +151,8 @@ class PETNetwork(torch.nn.Module):
 
     def add_output(self, name: str, shape: List[int], is_vector: bool) -> None:
         """Register heads for a target whose per-atom values have ``shape``."""
-        for block in self.blocks:
+        readout = self.blocks[-1:] if self.feedforward else self.blocks
+        for block in readout:
             block.central_heads[name] = _mlp(self.d_node, self.d_head)
             block.bond_heads[name] = _mlp(self.d_pet, self.d_head)
         size = 1
@@ -123,7 +161,7 @@ class PETNetwork(torch.nn.Module):
         # a bias lets scalar targets shift freely (an offset learnt through the
         # weights alone lingered for epochs); vectors get none, it would orient them
         self.last_layers[name] = torch.nn.Linear(
-            2 * self.num_blocks * self.d_head, size, bias=not is_vector
+            2 * len(readout) * self.d_head, size, bias=not is_vector
         )
         self.output_shapes[name] = shape
         self.is_vector[name] = is_vector
@@ -185,13 +223,19 @@ class PETNetwork(torch.nn.Module):
         """
         n_atoms, max_neighbors = factors.shape
         species_index = self.species_index(species)
-        messages = self.neighbor_embedding(self.species_index(neighbor_species))
+        neighbor_index = self.species_index(neighbor_species)
+        messages = self.neighbor_embedding(neighbor_index)
+        nodes = torch.zeros(
+            n_atoms, self.d_node, dtype=geometry.dtype, device=geometry.device
+        )
         if views is not None:
             views = _sorted_by_atom(views)
         bounds, row_bounds = self._chunk_bounds(n_atoms, max_neighbors, views)
         # each chunk's rows (atoms, or views rotated into their frames) are built
         # once and shared by all blocks; only the messages change between blocks
-        chunks: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        chunks: List[
+            Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = []
         for index in range(len(bounds) - 1):
             start, stop = row_bounds[index], row_bounds[index + 1]
             if views is None:
@@ -203,6 +247,7 @@ class PETNetwork(torch.nn.Module):
                         geometry[start:stop],
                         factors[start:stop],
                         species_index[start:stop],
+                        neighbor_index[start:stop],
                     )
                 )
             else:
@@ -210,25 +255,39 @@ class PETNetwork(torch.nn.Module):
                 xyz = torch.bmm(geometry[rows, :, :3], views.rotation[start:stop])
                 xyz = xyz * (~views.isotropic[start:stop]).to(xyz.dtype)[:, None, None]
                 row_geometry = torch.cat([xyz, geometry[rows, :, 3:]], dim=-1)
-                chunks.append((rows, row_geometry, factors[rows], species_index[rows]))
+                chunks.append(
+                    (
+                        rows,
+                        row_geometry,
+                        factors[rows],
+                        species_index[rows],
+                        neighbor_index[rows],
+                    )
+                )
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
-        for block in self.blocks:
+        for block_index, block in enumerate(self.blocks):
             central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
             bond_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
-            for index, (rows, row_geometry, row_factors, row_species) in enumerate(
-                chunks
-            ):
+            for index, chunk in enumerate(chunks):
+                rows, row_geometry, row_factors, row_species, row_neighbors = chunk
                 first, last = bounds[index], bounds[index + 1]
                 if views is None:
                     row_messages = messages[first:last]
+                    row_nodes = nodes[first:last]
                 else:
                     row_messages = messages[rows]
+                    row_nodes = nodes[rows]
                 central, edge_tokens = block(
-                    row_geometry, row_messages, row_species, row_factors
+                    row_geometry,
+                    row_messages,
+                    row_species,
+                    row_neighbors,
+                    row_nodes,
+                    row_factors,
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():
@@ -246,16 +305,23 @@ class PETNetwork(torch.nn.Module):
                 centrals.append(central)
                 edges.append(edge_tokens)
             for name in targets:
-                head_features[name].append(_joined(central_heads[name]))
-                head_features[name].append(_joined(bond_heads[name]))
-            central = _joined(centrals)
+                if len(central_heads[name]) > 0:
+                    head_features[name].append(_joined(central_heads[name]))
+                    head_features[name].append(_joined(bond_heads[name]))
+            nodes = _joined(centrals)
             edge_tokens = _joined(edges)
-            features.append(central)
+            features.append(nodes)
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
             reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
                 reverse
-            ]
-            messages = 0.5 * (messages + reverse_tokens.reshape(messages.shape))
+            ].reshape(messages.shape)
+            if not self.feedforward:
+                messages = 0.5 * (messages + reverse_tokens)
+            else:
+                for k, combination in enumerate(self.combinations):
+                    if k == block_index:
+                        pair = torch.cat([edge_tokens, reverse_tokens], dim=-1)
+                        messages = messages + edge_tokens + combination(pair)
 
         results: Dict[str, torch.Tensor] = {"features": torch.cat(features, dim=1)}
         last_layer_features: Dict[str, torch.Tensor] = {}

@@ -69,19 +69,21 @@ class TransformerLayer(torch.nn.Module):
         d_feedforward: int,
         d_node: int,
         pre_norm: bool,
+        gated: bool,
+        norm: type,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.attention = SmoothAttention(d_model, num_heads)
-        self.norm_attention = torch.nn.LayerNorm(d_model)
-        self.feedforward = _feedforward(d_model, d_feedforward)
-        self.norm_feedforward = torch.nn.LayerNorm(d_model)
+        self.norm_attention = norm(d_model)
+        self.feedforward = feedforward_network(d_model, d_feedforward, gated)
+        self.norm_feedforward = norm(d_model)
         self.separate_node = d_node != d_model
         if self.separate_node:
             self.node_to_token = torch.nn.Linear(d_node, d_model)
             self.token_to_node = torch.nn.Linear(d_model, d_node)
-            self.node_feedforward = _feedforward(d_node, 2 * d_node)
-            self.norm_node = torch.nn.LayerNorm(d_node)
+            self.node_feedforward = feedforward_network(d_node, 2 * d_node, gated)
+            self.norm_node = norm(d_node)
         else:
             self.node_to_token = torch.nn.Identity()
             self.token_to_node = torch.nn.Identity()
@@ -114,7 +116,23 @@ class TransformerLayer(torch.nn.Module):
         return self.norm_node(node + self.node_feedforward(node)), edges
 
 
-def _feedforward(d_model: int, d_hidden: int) -> torch.nn.Module:
+class SwiGLU(torch.nn.Module):
+    """Gated feed-forward network (SwiGLU): ``W_out (v * sigmoid(g))``."""
+
+    def __init__(self, d_model: int, d_hidden: int) -> None:
+        super().__init__()
+        self.input = torch.nn.Linear(d_model, 2 * d_hidden)
+        self.output = torch.nn.Linear(d_hidden, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.input(x).chunk(2, dim=-1)
+        return self.output(value * torch.sigmoid(gate))
+
+
+def feedforward_network(d_model: int, d_hidden: int, gated: bool) -> torch.nn.Module:
+    """The transformer's feed-forward network, SiLU or gated (SwiGLU)."""
+    if gated:
+        return SwiGLU(d_model, d_hidden)
     return torch.nn.Sequential(
         torch.nn.Linear(d_model, d_hidden),
         torch.nn.SiLU(),
@@ -133,11 +151,15 @@ class Transformer(torch.nn.Module):
         num_layers: int,
         d_node: int,
         pre_norm: bool,
+        gated: bool,
+        norm: type,
     ) -> None:
         super().__init__()
         self.layers = torch.nn.ModuleList(
             [
-                TransformerLayer(d_model, num_heads, d_feedforward, d_node, pre_norm)
+                TransformerLayer(
+                    d_model, num_heads, d_feedforward, d_node, pre_norm, gated, norm
+                )
                 for _ in range(num_layers)
             ]
         )
