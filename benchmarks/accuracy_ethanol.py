@@ -61,6 +61,9 @@ PET_ECSE_SHAPE = {
     "num_heads": 8,
     "d_feedforward": 256,
     "transformer_type": "PreLN",
+    "featurizer_type": "feedforward",
+    "activation": "SwiGLU",
+    "normalization": "RMSNorm",
 }
 
 TRAINING = {
@@ -155,8 +158,9 @@ def parameter_count(arch, model_hypers, atomic_types=(1, 6, 8)):
 
 
 def model_hypers(atomic_types=(1, 6, 8)):
-    """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` in ``pet``'s shape (2
-    blocks of 2 pre-LayerNorm layers, 8 heads, feed-forward 256) with the node
+    """``pet`` at its defaults (cutoff 5.0); ``pet_ecse`` in ``pet``'s shape and
+    layout (2 blocks of 2 pre-RMSNorm layers, 8 heads, SwiGLU feed-forward 256,
+    node stream carried through the blocks, MLP message update) with the node
     width ``d_node`` (a multiple of 8) chosen to match ``pet``'s parameter count,
     both for the chemical species ``atomic_types``."""
     pet = {"cutoff": CUTOFF}
@@ -664,7 +668,7 @@ are also in `docs/benchmarks-accuracy.csv`.
   loss with energy weight 1 and force weight 10, random O(3) augmentation (each
   trainer's default), cutoff {CUTOFF} Å, best model by validation loss.
 - Models: `pet` with metatrain's default hypers except `cutoff: {CUTOFF}`
-  ({meta["params"]["pet"]:,} parameters); `pet_ecse` in `pet`'s shape:
+  ({meta["params"]["pet"]:,} parameters); `pet_ecse` in `pet`'s shape and layout:
   `{json.dumps(hypers["pet_ecse"])}`, the node width `d_node` matching the
   parameter count ({meta["params"]["pet_ecse"]:,} parameters,
   {meta["param_ratio"]:+.1%}).
