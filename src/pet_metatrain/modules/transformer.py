@@ -2,10 +2,10 @@
 
 Attention weights towards a neighbour token are multiplied by the neighbour's cutoff
 factor and renormalized, so a neighbour entering or leaving the cutoff changes
-nothing abruptly. In training the product is written out, which supports the double
-backward needed to train on forces; in evaluation the same function runs as
-``softmax(scores + log c)`` in torch's fused attention, which never stores the
-attention matrices (far less memory, e.g. for ECSE's many views).
+nothing abruptly: ``softmax(scores + log c)``. In training it is written out, which
+supports the double backward needed to train on forces; in evaluation it runs in
+torch's fused attention, which never stores the attention matrices (far less
+memory, e.g. for ECSE's many views).
 """
 
 from typing import Tuple
@@ -32,22 +32,22 @@ class SmoothAttention(torch.nn.Module):
         batch, seq, d_model = tokens.shape
         qkv = self.input(tokens).reshape(batch, seq, 3, self.num_heads, self.d_head)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        # log(0) = -inf for padding and neighbours at the cutoff; the clamp keeps
+        # the gradients of those entries zero instead of NaN, and those of the
+        # others finite through the double backward of training on forces
+        log_factors = torch.where(
+            factors > 0,
+            torch.log(factors.clamp(min=1e-15)),
+            torch.full_like(factors, -float("inf")),
+        )[:, None, None, :]
         if self.training:
+            # written out: supports the double backward of training on forces
             scores = torch.matmul(query, key.transpose(-1, -2)) * self.d_head**-0.5
-            weights = torch.softmax(scores, dim=-1) * factors[:, None, None, :]
-            # the central token (factor 1) keeps the sum positive
-            weights = weights / weights.sum(dim=-1, keepdim=True)
+            weights = torch.softmax(scores + log_factors, dim=-1)
             mixed = torch.matmul(weights, value)
         else:
-            # log(0) = -inf for padding and neighbours at the cutoff; the clamp
-            # keeps the gradient of those entries zero instead of NaN
-            log_factors = torch.where(
-                factors > 0,
-                torch.log(factors.clamp(min=1e-30)),
-                torch.full_like(factors, -float("inf")),
-            )
             mixed = torch.nn.functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=log_factors[:, None, None, :]
+                query, key, value, attn_mask=log_factors
             )
         return self.output(mixed.transpose(1, 2).reshape(batch, seq, d_model))
 
