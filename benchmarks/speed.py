@@ -25,8 +25,9 @@ a shared machine a single-threaded call's wall time includes waiting for a core.
 Models (metatrain's convention, as in ``benchmarks/accuracy_ethanol.py``):
 
 - ``matched``: metatrain's ``pet`` at its defaults (~2.9 M parameters) and a
-  ``pet_ecse`` in ``pet``'s shape (d_pet, d_head, heads, d_feedforward and the
-  2 blocks x 2 layers copied from ``pet``, pre-LayerNorm) whose node width
+  ``pet_ecse`` in ``pet``'s shape and layout (d_pet, d_head, heads, d_feedforward,
+  the 2 blocks x 2 layers, pre-RMSNorm, SwiGLU and the feedforward featurizer
+  copied from ``pet``) whose node width
   ``d_node`` (a multiple of 8) matches ``pet``'s parameter count; molecules and the
   64-atom cell;
 - ``paper``: ``pet_ecse`` at its own defaults (the paper's 3 blocks x 3
@@ -379,8 +380,8 @@ def make_pet(**changes):
 
 
 def pet_shape(pet_hypers):
-    """``pet_ecse`` hypers giving ``pet``'s transformer shape: its widths, heads and
-    depth, with pre-LayerNorm (``pet``'s default)."""
+    """``pet_ecse`` hypers giving ``pet``'s shape and layout: its widths, heads,
+    depth, normalization, activation and featurizer (the options share names)."""
     shape = {
         key: pet_hypers[key]
         for key in (
@@ -390,9 +391,12 @@ def pet_shape(pet_hypers):
             "d_feedforward",
             "num_attention_layers",
             "num_gnn_layers",
+            "transformer_type",
+            "featurizer_type",
+            "activation",
+            "normalization",
         )
     }
-    shape["transformer_type"] = "PreLN"
     return shape
 
 
@@ -1363,6 +1367,9 @@ def main():
         "num_attention_layers",
         "num_gnn_layers",
         "transformer_type",
+        "featurizer_type",
+        "activation",
+        "normalization",
         "cutoff",
         "cutoff_width",
     ]
@@ -1569,12 +1576,11 @@ def elementwise_share(profiled):
 
 
 def layers(hypers):
-    """``"3 x 3 post-LayerNorm"``: blocks x layers and normalization of a
-    ``pet_ecse``."""
-    norm = {"PreLN": "pre-LayerNorm", "PostLN": "post-LayerNorm"}
+    """``"3 x 3 post-LayerNorm"``: blocks x layers and normalization."""
+    position = {"PreLN": "pre", "PostLN": "post"}[hypers["transformer_type"]]
     return (
         f"{hypers['num_gnn_layers']} x {hypers['num_attention_layers']} "
-        f"{norm.get(hypers.get('transformer_type'), hypers.get('transformer_type'))}"
+        f"{position}-{hypers['normalization']}"
     )
 
 
@@ -1873,7 +1879,8 @@ def write_outputs(
     def shape_text(h):
         return (
             f"d_pet {h['d_pet']}, d_head {h['d_head']}, {h['num_heads']} heads, "
-            f"d_feedforward {h['d_feedforward']}, {layers(h)} layers"
+            f"d_feedforward {h['d_feedforward']} ({h['activation']}), {layers(h)} "
+            f"layers, {h['featurizer_type']} featurizer"
         )
 
     text = (
@@ -1936,11 +1943,9 @@ def write_outputs(
                 f"d_pet ({100 * off:+.0f}% parameters)."
             )
     text += (
-        " The implementations differ (`pet`: "
-        f"{pet_h.get('normalization', 'n/a')} normalization, "
-        f"{pet_h.get('activation', 'n/a')} feed-forward; `pet_ecse`: LayerNorm, SiLU "
-        "feed-forward), so equal parameter counts need not mean equal cost per "
-        "call: section 1 measures it."
+        " The layouts are the same, the implementations differ (padding, "
+        "attention kernels, what is done per edge or per atom), so equal parameter "
+        "counts need not mean equal cost per call: section 1 measures it."
     )
     add(text)
     add("")
