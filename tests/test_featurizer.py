@@ -32,13 +32,14 @@ def test_readout_heads(featurizer, readout_blocks):
 
 
 def test_feedforward_carries_the_node_stream_and_combines_messages():
-    """Block 1 has no heads: its last node update and the message MLPs reach the
-    energy only through what the next blocks receive."""
+    """Block 1 has no heads: its last node update reaches the energy only through
+    the node stream the next block receives; the message MLPs (the last one feeds
+    the bond heads) reach it only through the messages."""
     model = make_model(method="none", **FEEDFORWARD)
     network = model.network
     assert isinstance(network.blocks[1].central_embedding, torch.nn.Identity)
     assert isinstance(network.blocks[1].neighbor_embedding, torch.nn.Embedding)
-    assert len(network.combinations) == 2
+    assert len(network.combinations) == 3
     last_node_update = network.blocks[0].transformer.layers[-1].node_feedforward
     watched = list(last_node_update.parameters()) + list(
         network.combinations.parameters()

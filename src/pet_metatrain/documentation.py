@@ -137,8 +137,9 @@ class ModelHypers(TypedDict):
     reverse edge's output and every block has readout heads. ``feedforward`` (the
     default of metatrain's ``pet``): the node stream carries on through the blocks,
     messages are updated by an MLP of the edge's and its reverse's outputs, the
-    neighbour's species is re-embedded in every block and only the last block reads
-    out."""
+    neighbour's species is re-embedded in every block, and the readout comes once,
+    after the last block: central heads on the node stream, bond heads on the final
+    messages."""
     activation: Literal["SiLU", "SwiGLU"] = "SiLU"
     """Activation of the transformer feed-forward networks (``SwiGLU``: gated)."""
     normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"

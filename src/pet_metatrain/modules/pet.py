@@ -138,11 +138,12 @@ class PETNetwork(torch.nn.Module):
                 for k in range(self.num_blocks)
             ]
         )
-        # feedforward featurizer: message update from an edge and its reverse
+        # feedforward featurizer: message update from an edge and its reverse,
+        # after every block (the last one's feeds the bond heads)
         self.combinations = torch.nn.ModuleList(
             [
                 _combination(self.d_pet)
-                for _ in range(self.num_blocks - 1 if self.feedforward else 0)
+                for _ in range(self.num_blocks if self.feedforward else 0)
             ]
         )
         self.last_layers = torch.nn.ModuleDict({})
@@ -294,7 +295,7 @@ class PETNetwork(torch.nn.Module):
                     if name in central_heads:
                         central_heads[name].append(central_head(central))
                 for name, bond_head in block.bond_heads.items():
-                    if name in bond_heads:
+                    if name in bond_heads and not self.feedforward:
                         bonds = bond_head(edge_tokens) * row_factors[:, :, None]
                         bond_heads[name].append(bonds.sum(dim=1))
                 if views is not None:
@@ -307,6 +308,7 @@ class PETNetwork(torch.nn.Module):
             for name in targets:
                 if len(central_heads[name]) > 0:
                     head_features[name].append(_joined(central_heads[name]))
+                if len(bond_heads[name]) > 0:
                     head_features[name].append(_joined(bond_heads[name]))
             nodes = _joined(centrals)
             edge_tokens = _joined(edges)
@@ -323,6 +325,15 @@ class PETNetwork(torch.nn.Module):
                         pair = torch.cat([edge_tokens, reverse_tokens], dim=-1)
                         messages = messages + edge_tokens + combination(pair)
 
+        if self.feedforward:
+            # the bond heads read the final messages, which are the same in every
+            # view (rotation invariant): computed once per atom, shared by its views
+            for name, bond_head in self.blocks[-1].bond_heads.items():
+                if name in head_features:
+                    bonds = (bond_head(messages) * factors[:, :, None]).sum(dim=1)
+                    if views is not None:
+                        bonds = bonds[views.atom]
+                    head_features[name].append(bonds)
         results: Dict[str, torch.Tensor] = {"features": torch.cat(features, dim=1)}
         last_layer_features: Dict[str, torch.Tensor] = {}
         raw_predictions: Dict[str, torch.Tensor] = {}
