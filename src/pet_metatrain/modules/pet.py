@@ -122,7 +122,12 @@ class PETNetwork(torch.nn.Module):
         self.d_pet = int(hypers["d_pet"])
         self.d_node = node_width(hypers)
         self.d_head = int(hypers["d_head"])
-        self.d_feedforward = int(hypers["d_feedforward"])
+        # widest per-token activation of a chunk: the feed-forward hidden layer
+        # (doubled by SwiGLU's gate), or a token stream
+        hidden = int(hypers["d_feedforward"]) * (
+            2 if hypers["activation"] == "SwiGLU" else 1
+        )
+        self.chunk_width = max(self.d_pet, self.d_node, hidden)
         self.chunk_elements = CHUNK_ELEMENTS
         self.num_blocks = int(hypers["num_gnn_layers"])
         self.feedforward = hypers["featurizer_type"] == "feedforward"
@@ -187,8 +192,9 @@ class PETNetwork(torch.nn.Module):
         rows_per_atom = 1.0
         if views is not None:
             rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
-        width = max(self.d_pet, self.d_node, self.d_feedforward)
-        budget = self.chunk_elements / (rows_per_atom * (max_neighbors + 1) * width)
+        budget = self.chunk_elements / (
+            rows_per_atom * (max_neighbors + 1) * self.chunk_width
+        )
         bounds: List[int] = list(range(0, n_atoms, max(1, int(budget))))
         bounds.append(n_atoms)
         if views is None:
