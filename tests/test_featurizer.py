@@ -56,3 +56,28 @@ def test_gated_feedforward_and_rms_norm_are_used():
     assert isinstance(layer.norm_attention, torch.nn.RMSNorm)
     assert isinstance(layer.norm_node, torch.nn.RMSNorm)
     assert torch.isfinite(energy_of_ethanol(model))
+
+
+@pytest.mark.parametrize("carried", [False, True])
+@pytest.mark.parametrize("from_table", [False, True])
+def test_folded_token_embedding_is_the_written_out_one(carried, from_table):
+    """The token embedding's first layer folds the geometry embedding and the
+    embedding rows into small weights and tables: same map as applying it to the
+    concatenated inputs."""
+    model = make_model(method="none", **FEEDFORWARD)
+    block = model.network.blocks[1 if carried else 0]
+    species_table = model.network.neighbor_embedding.weight
+    torch.manual_seed(0)
+    geometry = torch.randn(5, 7, 4, dtype=torch.float64)
+    neighbor_index = torch.randint(0, species_table.shape[0], (5, 7))
+    messages = species_table[neighbor_index]
+    if not from_table:
+        messages = torch.randn(5, 7, species_table.shape[1], dtype=torch.float64)
+    inputs = [block.geometry_embedding(geometry)]
+    if carried:
+        inputs.append(block.neighbor_embedding(neighbor_index))
+    expected = block.token_embedding[0](torch.cat(inputs + [messages], dim=-1))
+    folded = block._token_inputs(
+        geometry, messages, neighbor_index, species_table if from_table else None
+    )
+    torch.testing.assert_close(folded, expected)

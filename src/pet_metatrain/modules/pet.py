@@ -48,6 +48,10 @@ class MessagePassingBlock(torch.nn.Module):
     re-embed the neighbour's species next to the message.
     """
 
+    # a compile-time constant for TorchScript: only one branch reads the
+    # neighbour embedding, which non-carried blocks lack
+    carried: torch.jit.Final[bool]
+
     def __init__(self, hypers: Dict, num_species: int, carried: bool) -> None:
         super().__init__()
         d_pet = hypers["d_pet"]
@@ -87,21 +91,50 @@ class MessagePassingBlock(torch.nn.Module):
         neighbor_index: torch.Tensor,
         node: torch.Tensor,
         factors: torch.Tensor,
+        message_table: Optional[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
 
-        ``node`` is the carried node stream (ignored unless ``carried``)."""
-        inputs = [self.geometry_embedding(geometry)]
-        if self.carried:
-            inputs.append(self.neighbor_embedding(neighbor_index))
-        else:
+        ``node`` is the carried node stream (ignored unless ``carried``). Where the
+        messages are rows of an embedding (the first block), ``message_table`` is
+        that embedding's weight."""
+        hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
+        token = self.token_embedding[2](self.token_embedding[1](hidden))
+        if not self.carried:
             node = self.central_embedding(species_index)
-        inputs.append(messages)
-        edge_tokens = self.token_embedding(torch.cat(inputs, dim=-1))
         ones = torch.ones(
             factors.shape[0], 1, dtype=factors.dtype, device=factors.device
         )
-        return self.transformer(node, edge_tokens, torch.cat([ones, factors], dim=1))
+        return self.transformer(node, token, torch.cat([ones, factors], dim=1))
+
+    def _token_inputs(
+        self,
+        geometry: torch.Tensor,
+        messages: torch.Tensor,
+        neighbor_index: torch.Tensor,
+        message_table: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """The token embedding's first layer, applied to [geometry embedding,
+        (neighbour embedding), messages] without forming the concatenation:
+        linear maps of linear maps and of embedding rows fold into small weights
+        and per-species tables, which saves most of the per-edge products."""
+        d_pet = self.geometry_embedding.weight.shape[0]
+        first_layer = self.token_embedding[0]
+        weight = first_layer.weight
+        geometry_weight = weight[:, :d_pet]
+        hidden = torch.nn.functional.linear(
+            geometry,
+            geometry_weight @ self.geometry_embedding.weight,
+            geometry_weight @ self.geometry_embedding.bias + first_layer.bias,
+        )
+        if self.carried:
+            species_weight = weight[:, d_pet : 2 * d_pet]
+            table = self.neighbor_embedding.weight @ species_weight.T
+            hidden = hidden + table[neighbor_index]
+        message_weight = weight[:, -d_pet:]
+        if message_table is None:
+            return hidden + torch.nn.functional.linear(messages, message_weight)
+        return hidden + (message_table @ message_weight.T)[neighbor_index]
 
 
 def _combination(d_pet: int) -> torch.nn.Module:
@@ -274,6 +307,8 @@ class PETNetwork(torch.nn.Module):
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
+        # the first block's messages are embedding rows (see _token_inputs)
+        message_table: Optional[torch.Tensor] = self.neighbor_embedding.weight
         for block_index, block in enumerate(self.blocks):
             central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
             bond_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
@@ -295,6 +330,7 @@ class PETNetwork(torch.nn.Module):
                     row_neighbors,
                     row_nodes,
                     row_factors,
+                    message_table,
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():
@@ -316,6 +352,7 @@ class PETNetwork(torch.nn.Module):
                     head_features[name].append(_joined(central_heads[name]))
                 if len(bond_heads[name]) > 0:
                     head_features[name].append(_joined(bond_heads[name]))
+            message_table = None
             nodes = _joined(centrals)
             edge_tokens = _joined(edges)
             features.append(nodes)
