@@ -66,6 +66,7 @@ import math
 import os
 import pickle
 import platform
+import random
 import resource
 import shutil
 import statistics
@@ -902,11 +903,16 @@ def section_training(pair, steps, max_memory_mb):
 
 def _interleaved_timing(step_functions, results, rounds):
     """Median CPU and wall time of each measured step, timed round-robin (one step
-    of every model per round), so that changing load on a shared machine affects
-    all models alike."""
+    of every model per round, in a shuffled order), so that changing load on a
+    shared machine affects all models alike."""
     times = {mode: ([], [], []) for mode in step_functions}
+    order = list(step_functions.items())
+    shuffler = random.Random(SEED)
     for _ in range(rounds):
-        for mode, step in step_functions.items():
+        # a new order every round: no model always follows the same one (a large
+        # call before a small one leaves caches and allocator cold)
+        shuffler.shuffle(order)
+        for mode, step in order:
             if results[mode]["status"] != "measured":
                 continue
             before = _clock()
@@ -2136,7 +2142,8 @@ def write_outputs(
         "`model([system], {'energy': ...})` then `energy.sum().backward()`, `eval()` "
         "mode, neighbour lists computed once outside the timing. After a warm-up "
         "call each, the models of one system are timed round-robin (one call of "
-        "each per round, at least 1 s of calls, medians over the rounds), as in "
+        "each per round, in a new random order every round, at least 1 s of calls, "
+        "medians over the rounds), as in "
         "sections 2 and 3, so that load changes affect all alike. CPU ms per call "
         "and per atom, wall ms, the kernel (system) share of the CPU time (weights "
         "do not require gradients, as in an exported model), ratios "
@@ -2294,7 +2301,8 @@ def write_outputs(
         )
         + "); 4 untimed calls come first, and the first call's CPU time is listed. "
         "The exports of one system are then timed round-robin (one call of each per "
-        "round, at least 2 s of calls, medians over the rounds), so that a change "
+        "round, in a new random order every round, at least 2 s of calls, medians "
+        "over the rounds), so that a change "
         "of load on the shared machine affects all of them alike."
     )
     add("")
@@ -2359,7 +2367,8 @@ def write_outputs(
         f"true`, e.g. fine-tuning with ECSE on), for reference; `pet_ecse "
         f"{PAPER_MODE}` is the `paper` model, plain (not matched in parameters). "
         "After two warm-up steps per model, steps are timed round-robin (one step "
-        "of every model per round, medians over the rounds), so that load changes "
+        "of every model per round, in a new random order every round, medians over "
+        "the rounds), so that load changes "
         "on a shared machine affect all models alike. Every model computes the "
         "gradients of all its weights (exporting metatrain's `pet` switches them "
         "off in place; an earlier version of this benchmark timed `pet` without "

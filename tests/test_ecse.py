@@ -280,3 +280,15 @@ def test_chunked_evaluation_equals_one_chunk(frames, layout):
     np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-12)
     for f0, f1 in zip(whole["forces"], chunked["forces"], strict=True):
         np.testing.assert_allclose(f1, f0, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("n_atoms", "expected"), [(64, [0, 32, 64]), (65, [0, 33, 65])]
+)
+def test_chunks_are_of_equal_size(n_atoms, expected):
+    """Up to 56 atoms fit in a chunk here; the atoms are split evenly instead of
+    leaving a small remainder chunk."""
+    network = make_model(method="none").network
+    network.chunk_elements = 56 * (72 + 1) * network.chunk_width
+    bounds, rows = network._chunk_bounds(n_atoms, 72, None)
+    assert bounds == expected and rows == expected

@@ -228,7 +228,11 @@ class PETNetwork(torch.nn.Module):
         budget = self.chunk_elements / (
             rows_per_atom * (max_neighbors + 1) * self.chunk_width
         )
-        bounds: List[int] = list(range(0, n_atoms, max(1, int(budget))))
+        # chunks of equal size: no small remainder chunk paying the per-chunk
+        # overhead (64 atoms go as 32 + 32, not 56 + 8)
+        n_chunks = -(-n_atoms // max(1, int(budget)))
+        size = -(-n_atoms // max(1, n_chunks))
+        bounds: List[int] = list(range(0, n_atoms, max(1, size)))
         bounds.append(n_atoms)
         if views is None:
             return bounds, bounds
