@@ -69,6 +69,7 @@ def frames_of(atoms: ase.Atoms, per_atom: bool, **changes):
             graph.mask,
             groups,
             n_atoms if per_atom else 1,
+            graph.neighbor_species,
         )
 
 

@@ -19,6 +19,7 @@ from metatrain.utils.data.target_info import (
 from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
 from pet_metatrain import PETECSE
+from pet_metatrain.modules.graph import EdgeGraph, systems_to_graph
 
 TYPES = [1, 6, 7, 8]
 
@@ -70,6 +71,13 @@ def make_model(
     torch.manual_seed(seed)
     model = PETECSE(small_hypers(**kw), dataset_info(with_dipole))
     return model.to(dtype).eval()
+
+
+def graph_of(model: PETECSE, atoms: ase.Atoms) -> EdgeGraph:
+    """The padded neighbourhoods ``model`` sees for ``atoms`` (float64)."""
+    system = systems_to_torch(atoms, dtype=torch.float64)
+    system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+    return systems_to_graph([system], model.requested_nl)
 
 
 def evaluate(

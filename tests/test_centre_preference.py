@@ -6,13 +6,10 @@ import ase.build
 import numpy as np
 import pytest
 import torch
-from metatomic.torch import systems_to_torch
-from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
-from models import make_model
+from models import graph_of, make_model
 from test_ecse import assert_continuous, rotation_errors
 
 from pet_metatrain.ecse.frames import centre_preference
-from pet_metatrain.modules.graph import systems_to_graph
 
 
 def ethanol_cluster() -> ase.Atoms:
@@ -29,9 +26,7 @@ def ethanol_cluster() -> ase.Atoms:
 
 
 def structure_frame_count(model, atoms: ase.Atoms) -> int:
-    system = systems_to_torch(atoms, dtype=torch.float64)
-    system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
-    graph = systems_to_graph([system], model.requested_nl)
+    graph = graph_of(model, atoms)
     return int(model.frame_builder.structure_frames(graph, 1).group.shape[0])
 
 

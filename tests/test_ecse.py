@@ -5,7 +5,7 @@ import ase.build
 import numpy as np
 import pytest
 import torch
-from models import evaluate, make_model, random_rotation, rotated
+from models import evaluate, graph_of, make_model, random_rotation, rotated
 
 # the paper's network, and one in metatrain ``pet``'s layout (node stream carried
 # through the blocks, messages updated by an MLP, gated feed-forward, RMSNorm)
@@ -292,3 +292,38 @@ def test_chunks_are_of_equal_size(n_atoms, expected):
     network.chunk_elements = 56 * (72 + 1) * network.chunk_width
     bounds, rows = network._chunk_bounds(n_atoms, 72, None)
     assert bounds == expected and rows == expected
+
+
+@pytest.mark.parametrize("frames", ["structure", "atom"])
+def test_exact_with_both_pair_orders(frames):
+    """``pair_order: both`` (the paper's frames, and models of checkpoint v3)."""
+    model = make_model(frames=frames)
+    model.set_symmetrization({**model.hypers["symmetrization"], "pair_order": "both"})
+    energy, force, _ = rotation_errors(model, [ethanol()])
+    assert energy < 1e-10
+    assert force < 1e-9
+
+
+@pytest.mark.parametrize(("pair_order", "count"), [("both", 2), ("species", 1)])
+def test_pairs_of_different_species_make_one_frame(pair_order, count):
+    """The O of a bent H-O-C has one neighbour pair: two frames in both orders,
+    one with ``pair_order: species``, whose first axis points to the heavier C."""
+    atoms = ase.Atoms("HOC", positions=[[0.96, 0, 0], [0, 0, 0], [-0.5, 1.3, 0]])
+    model = make_model(frames="atom")
+    symmetrization = {**model.hypers["symmetrization"], "pair_order": pair_order}
+    model.set_symmetrization(symmetrization)
+    graph = graph_of(model, atoms)
+    frames = model.frame_builder(
+        graph.edge_vectors,
+        graph.distances,
+        graph.mask,
+        torch.arange(3),
+        3,
+        graph.neighbor_species,
+    )
+    at_oxygen = (frames.group == 1) & ~frames.isotropic
+    assert int(at_oxygen.sum()) == count
+    if count == 1:
+        to_carbon = torch.tensor([-0.5, 1.3, 0.0], dtype=torch.float64)
+        axis = frames.rotation[at_oxygen][0, :, 0]
+        torch.testing.assert_close(axis, to_carbon / to_carbon.norm())

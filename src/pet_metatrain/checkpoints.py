@@ -55,7 +55,19 @@ def _model_v2_to_v3(checkpoint: Dict[str, Any]) -> None:
     hypers.setdefault("normalization", "LayerNorm")
 
 
-MODEL_UPGRADES: Dict[int, Upgrade] = {1: _model_v1_to_v2, 2: _model_v2_to_v3}
+def _model_v3_to_v4(checkpoint: Dict[str, Any]) -> None:
+    """v4 added ``symmetrization.pair_order``; v3 models built frames from both
+    orders of every neighbour pair (which a model trained with per-atom frames
+    was trained with)."""
+    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    symmetrization.setdefault("pair_order", "both")
+
+
+MODEL_UPGRADES: Dict[int, Upgrade] = {
+    1: _model_v1_to_v2,
+    2: _model_v2_to_v3,
+    3: _model_v3_to_v4,
+}
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 
 

@@ -52,6 +52,14 @@ class SymmetrizationHypers(TypedDict):
     during_training: bool = False
     """Also symmetrize while training (slower; needed for ``frames: atom`` and for
     fine-tuning a model whose a-posteriori symmetrization costs accuracy)."""
+    pair_order: Literal["species", "both"] = "species"
+    """Which ordered neighbour pairs (j, k) make frames. The frames of (j, k) and
+    (k, j) differ, and ``both`` (the paper) uses both. ``species`` keeps a single
+    order where j and k are of different species (the heavier neighbour first):
+    atomic numbers do not change under rotations, so the weighted frames still
+    co-rotate and the average stays exact and smooth, with fewer frames (ethanol:
+    1.8 instead of 2.4 per atom; benzene: 24 instead of 36 structure frames).
+    Pairs of the same species keep both orders."""
     max_outer_cutoff: float = 10.0
     """Bound (in the length unit of the data set) on the radius within which frames
     and the adaptive inner cutoff are looked for; the model cutoff if smaller."""

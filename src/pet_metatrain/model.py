@@ -44,7 +44,7 @@ def last_layer_features_name(target: str) -> str:
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 3
+    __checkpoint_version__ = 4
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
@@ -297,6 +297,7 @@ class PETECSE(ModelInterface[ModelHypers]):
                 graph.mask,
                 torch.arange(n_atoms, device=graph.species.device),
                 n_atoms,
+                graph.neighbor_species,
             )
             views = Views(
                 frames.group, frames.rotation, frames.weight, frames.isotropic

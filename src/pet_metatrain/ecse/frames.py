@@ -46,6 +46,7 @@ class FrameBuilder(torch.nn.Module):
         self.centre_pruning_width = float(hypers["centre_pruning_width"])
         length = hypers["centre_preference_length"]
         self.centre_preference_length = 0.0 if length is None else float(length)
+        self.order_by_species = hypers["pair_order"] == "species"
 
     def structure_frames(self, graph: EdgeGraph, num_structures: int) -> WeightedFrames:
         """Frames of all atoms pooled and pruned per structure, molecules ranked by
@@ -66,6 +67,7 @@ class FrameBuilder(torch.nn.Module):
             graph.mask,
             graph.system_index,
             num_structures,
+            graph.neighbor_species,
             preference,
             ranked,
         )
@@ -77,13 +79,16 @@ class FrameBuilder(torch.nn.Module):
         mask: torch.Tensor,
         atom_group: torch.Tensor,
         num_groups: int,
+        neighbor_species: torch.Tensor,
         preference: Optional[torch.Tensor] = None,
         ranked: Optional[torch.Tensor] = None,
     ) -> WeightedFrames:
         """Frames of every atom's neighbourhood, pooled and pruned per group.
 
         ``atom_group`` [n_atoms] assigns atoms to groups: the structure index for
-        structure-wide frames, ``arange(n_atoms)`` for per-atom frames. Pruning
+        structure-wide frames, ``arange(n_atoms)`` for per-atom frames.
+        ``neighbor_species`` [n_atoms, max_neighbors] orders the pairs of
+        different species (``pair_order: species``). Pruning
         ranks frames by weight times ``preference`` [n_atoms] of their centre atom
         (in (0, 1], invariant): lower preference is pruned first; the weights of
         the surviving frames are not scaled by it. Groups flagged in ``ranked``
@@ -119,6 +124,11 @@ class FrameBuilder(torch.nn.Module):
                 self.collinearity_width,
             )
         )
+        if self.order_by_species:
+            # one order for pairs of different species: heavier neighbour first
+            weights = weights * (
+                neighbor_species[:, :, None] >= neighbor_species[:, None, :]
+            ).to(dtype)
         candidates = torch.nonzero(weights > 1e-10)
         atom, first, second = candidates[:, 0], candidates[:, 1], candidates[:, 2]
         frame_weights = weights[atom, first, second]
