@@ -1827,10 +1827,10 @@ def observations(
             if extra >= 1:
                 text += (
                     " Training the isotropic fallback (the `mtt train` default) adds "
-                    f"{extra:.0f}% per step: the structure frames of every batch are "
-                    "built and pruned with autograd, even when no structure needs "
-                    "the fallback; its weight only needs the smooth maximum of the "
-                    "frame weights, which could be checked first."
+                    f"{extra:.0f}% per step in this run: the structure frames of "
+                    "every batch are built to find the structures that need it "
+                    "(none here, so nothing else is computed); steps of ~400 ms "
+                    "vary by a few per cent between runs, so compare over runs."
                 )
             else:
                 text += (
