@@ -77,7 +77,8 @@ def test_folded_token_embedding_is_the_written_out_one(carried, from_table):
     if carried:
         inputs.append(block.neighbor_embedding(neighbor_index))
     expected = block.token_embedding[0](torch.cat(inputs + [messages], dim=-1))
-    folded = block._token_inputs(
-        geometry, messages, neighbor_index, species_table if from_table else None
-    )
+    if from_table:
+        folded = block._token_inputs(geometry, None, neighbor_index, species_table)
+    else:
+        folded = block._token_inputs(geometry, messages, neighbor_index, None)
     torch.testing.assert_close(folded, expected)

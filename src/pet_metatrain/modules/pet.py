@@ -86,21 +86,21 @@ class MessagePassingBlock(torch.nn.Module):
     def forward(
         self,
         geometry: torch.Tensor,
-        messages: torch.Tensor,
+        messages: Optional[torch.Tensor],
         species_index: torch.Tensor,
         neighbor_index: torch.Tensor,
-        node: torch.Tensor,
+        node: Optional[torch.Tensor],
         factors: torch.Tensor,
         message_table: Optional[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
 
-        ``node`` is the carried node stream (ignored unless ``carried``). Where the
-        messages are rows of an embedding (the first block), ``message_table`` is
-        that embedding's weight."""
+        ``node`` is the carried node stream (``carried`` blocks only). The messages
+        come either as a tensor or, where they are rows of an embedding (the first
+        block), as that embedding's weight ``message_table``."""
         hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
         token = self.token_embedding[2](self.token_embedding[1](hidden))
-        if not self.carried:
+        if node is None:
             node = self.central_embedding(species_index)
         ones = torch.ones(
             factors.shape[0], 1, dtype=factors.dtype, device=factors.device
@@ -110,7 +110,7 @@ class MessagePassingBlock(torch.nn.Module):
     def _token_inputs(
         self,
         geometry: torch.Tensor,
-        messages: torch.Tensor,
+        messages: Optional[torch.Tensor],
         neighbor_index: torch.Tensor,
         message_table: Optional[torch.Tensor],
     ) -> torch.Tensor:
@@ -132,8 +132,9 @@ class MessagePassingBlock(torch.nn.Module):
             table = self.neighbor_embedding.weight @ species_weight.T
             hidden = hidden + table[neighbor_index]
         message_weight = weight[:, -d_pet:]
-        if message_table is None:
+        if messages is not None:
             return hidden + torch.nn.functional.linear(messages, message_weight)
+        assert message_table is not None
         return hidden + (message_table @ message_weight.T)[neighbor_index]
 
 
@@ -321,12 +322,16 @@ class PETNetwork(torch.nn.Module):
             for index, chunk in enumerate(chunks):
                 rows, row_geometry, row_factors, row_species, row_neighbors = chunk
                 first, last = bounds[index], bounds[index + 1]
-                if views is None:
-                    row_messages = messages[first:last]
-                    row_nodes = nodes[first:last]
-                else:
-                    row_messages = messages[rows]
-                    row_nodes = nodes[rows]
+                # gather only what the block reads: the first block reads the
+                # message table instead, non-carried blocks no node stream
+                row_messages: Optional[torch.Tensor] = None
+                row_nodes: Optional[torch.Tensor] = None
+                if message_table is None:
+                    row_messages = (
+                        messages[first:last] if views is None else messages[rows]
+                    )
+                if block.carried:
+                    row_nodes = nodes[first:last] if views is None else nodes[rows]
                 central, edge_tokens = block(
                     row_geometry,
                     row_messages,
