@@ -270,9 +270,8 @@ class PETNetwork(torch.nn.Module):
         species_index = self.species_index(species)
         neighbor_index = self.species_index(neighbor_species)
         messages = self.neighbor_embedding(neighbor_index)
-        nodes = torch.zeros(
-            n_atoms, self.d_node, dtype=geometry.dtype, device=geometry.device
-        )
+        # the node stream exists from the first block's output on
+        nodes: Optional[torch.Tensor] = None
         if views is not None:
             views = _sorted_by_atom(views)
         bounds, row_bounds = self._chunk_bounds(n_atoms, max_neighbors, views)
@@ -330,7 +329,7 @@ class PETNetwork(torch.nn.Module):
                     row_messages = (
                         messages[first:last] if views is None else messages[rows]
                     )
-                if block.carried:
+                if block.carried and nodes is not None:
                     row_nodes = nodes[first:last] if views is None else nodes[rows]
                 central, edge_tokens = block(
                     row_geometry,
@@ -362,9 +361,10 @@ class PETNetwork(torch.nn.Module):
                 if len(bond_heads[name]) > 0:
                     head_features[name].append(_joined(bond_heads[name]))
             message_table = None
-            nodes = _joined(centrals)
+            node_stream = _joined(centrals)
+            nodes = node_stream
             edge_tokens = _joined(edges)
-            features.append(nodes)
+            features.append(node_stream)
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
             reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
                 reverse
