@@ -58,7 +58,7 @@ def rotation_errors(model, frames, seed=0, count=3):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_float64_exact_for_molecules_cells_and_batches(frames, layout):
     model = make_model(frames=frames, **LAYOUTS[layout])
     energy, force, stress = rotation_errors(model, [ethanol(), periodic_cell()])
@@ -67,7 +67,7 @@ def test_float64_exact_for_molecules_cells_and_batches(frames, layout):
     assert stress < 1e-9
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_float32_exact_to_round_off(frames):
     model = make_model(dtype=torch.float32, frames=frames)
     energy, force, _ = rotation_errors(model, [ethanol()])
@@ -86,7 +86,7 @@ def test_plain_pet_is_not_equivariant():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_vector_outputs_rotate(frames, layout):
     model = make_model(frames=frames, with_dipole=True, **LAYOUTS[layout])
     atoms = ethanol()
@@ -98,7 +98,7 @@ def test_vector_outputs_rotate(frames, layout):
     np.testing.assert_allclose(rotation @ dipole, result["dipole"][0], atol=1e-10)
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_per_atom_energies_and_selected_atoms_are_invariant(frames):
     model = make_model(frames=frames)
     atoms = ethanol()
@@ -124,7 +124,7 @@ def test_permutation_and_translation_invariance():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_forces_match_finite_differences(frames, layout):
     model = make_model(frames=frames, **LAYOUTS[layout])
     atoms = ethanol()
@@ -198,19 +198,19 @@ def bent(angle_degrees: float) -> ase.Atoms:
     )
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_smooth_when_a_neighbor_crosses_inner_and_outer_cutoffs(frames):
     model = make_model(frames=frames)
     assert_continuous(model, stretched, np.linspace(1.0, 4.2, 321), moving=3)
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_smooth_across_collinearity_and_pruning_thresholds(frames):
     model = make_model(frames=frames)
     assert_continuous(model, bent, np.linspace(120.0, 180.0, 301), moving=2)
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 @pytest.mark.parametrize(
     "atoms",
     [
@@ -268,7 +268,7 @@ def test_plain_training_blends_the_isotropic_fallback_as_ecse_will():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_chunked_evaluation_equals_one_chunk(frames, layout):
     """Large systems go through each block in chunks of atoms; the result must not
     depend on the chunking (here forced down to a few atoms per chunk)."""
@@ -290,11 +290,11 @@ def test_chunks_are_of_equal_size(n_atoms, expected):
     leaving a small remainder chunk."""
     network = make_model(method="none").network
     network.chunk_elements = 56 * (72 + 1) * network.chunk_width
-    bounds, rows = network._chunk_bounds(n_atoms, 72, None)
+    bounds, rows = network._chunk_bounds(n_atoms, 72, None, network.chunk_width)
     assert bounds == expected and rows == expected
 
 
-@pytest.mark.parametrize("frames", ["structure", "atom"])
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
 def test_exact_with_both_pair_orders(frames):
     """``pair_order: both`` (the paper's frames, and models of checkpoint v3)."""
     model = make_model(frames=frames)

@@ -63,10 +63,19 @@ def _model_v3_to_v4(checkpoint: Dict[str, Any]) -> None:
     symmetrization.setdefault("pair_order", "both")
 
 
+def _model_v4_to_v5(checkpoint: Dict[str, Any]) -> None:
+    """v5 added ``frames: token``, which ``frames: auto`` now selects where ECSE
+    is trained in; v4 models trained that way ran per-atom (``atom``) frames."""
+    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    if symmetrization["frames"] == "auto" and symmetrization["during_training"]:
+        symmetrization["frames"] = "atom"
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
     3: _model_v3_to_v4,
+    4: _model_v4_to_v5,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a pet_ecse .ckpt file")
     export.add_argument("-o", "--output", help="exported model (default: <stem>.pt)")
     export.add_argument("--method", choices=["ecse", "none"])
-    export.add_argument("--frames", choices=["auto", "structure", "atom"])
+    export.add_argument("--frames", choices=["auto", "token", "structure", "atom"])
     _add_protocol_options(export)
 
     symmetrize = commands.add_parser(

@@ -39,19 +39,23 @@ class SymmetrizationHypers(TypedDict):
     method: Literal["ecse", "none"] = "ecse"
     """``ecse`` symmetrizes every prediction exactly over rotations; ``none`` gives
     plain PET (not rotationally equivariant)."""
-    frames: Literal["auto", "structure", "atom"] = "auto"
-    """How frames are applied. ``structure`` pools the frames of all atoms of a
+    frames: Literal["auto", "token", "structure", "atom"] = "auto"
+    """How frames are applied. ``token`` (the default through ``auto``) embeds
+    each edge token in every frame of its centre atom and averages the embedding;
+    the transformer then runs once per atom on invariant tokens. It costs about
+    as much as plain PET at any system size, and it is a function of its own, so
+    it is always trained in. ``structure`` pools the frames of all atoms of a
     structure, prunes them, and evaluates PET on the whole structure rotated into
-    each surviving frame (an a-posteriori average, as in the paper). ``atom`` runs
-    each atom's transformer in that atom's own frames and averages its output tokens
-    in every message-passing block: its cost per atom does not grow with the system,
-    but it changes the function, so it needs training or fine-tuning with
-    ``during_training: true``. ``auto`` uses ``atom`` when ``during_training`` is
-    true and ``structure`` otherwise, so a model always runs the mode it was
-    trained for."""
-    during_training: bool = False
-    """Also symmetrize while training (slower; needed for ``frames: atom`` and for
-    fine-tuning a model whose a-posteriori symmetrization costs accuracy)."""
+    each surviving frame: an a-posteriori average of a plainly trained model (as
+    in the paper), whose cost grows with the square of the system size (small
+    molecules, ``pet-ecse symmetrize``). ``atom`` runs each atom's transformer in
+    each of its frames and averages its output tokens in every message-passing
+    block (several times the cost of plain PET; trained in). ``auto`` is
+    ``token`` when ``during_training`` is true and ``structure`` otherwise."""
+    during_training: bool = True
+    """Symmetrize while training. ``frames: token`` and ``atom`` always do;
+    with ``frames: auto``, false selects ``structure`` frames applied after
+    plain training."""
     pair_order: Literal["species", "both"] = "species"
     """Which ordered neighbour pairs (j, k) make frames. The frames of (j, k) and
     (k, j) differ, and ``both`` (the paper) uses both. ``species`` keeps a single

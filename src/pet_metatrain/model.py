@@ -35,6 +35,16 @@ from .modules.switching import cosine_cutoff
 ARCHITECTURE_NAME = "pet_ecse"
 
 
+def resolved_frames(symmetrization: Dict[str, Any]) -> str:
+    """The frames mode a ``symmetrization`` block asks for: ``auto`` is
+    ``token`` where ECSE is trained in and ``structure`` (a-posteriori) where
+    it is not."""
+    frames = str(symmetrization["frames"])
+    if frames == "auto":
+        return "token" if symmetrization["during_training"] else "structure"
+    return frames
+
+
 def last_layer_features_name(target: str) -> str:
     """metatrain's name for the last-layer features of ``target``."""
     base = target.replace("mtt::", "")
@@ -44,7 +54,7 @@ def last_layer_features_name(target: str) -> str:
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 4
+    __checkpoint_version__ = 5
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
@@ -98,12 +108,12 @@ class PETECSE(ModelInterface[ModelHypers]):
         between training, fine-tuning and export)."""
         self.hypers["symmetrization"] = dict(symmetrization)
         self.symmetrize = symmetrization["method"] == "ecse"
-        self.symmetrize_in_training = bool(symmetrization["during_training"])
-        frames = symmetrization["frames"]
-        if frames == "auto":
-            # in-block (atom) frames change the function: only where trained so
-            frames = "atom" if self.symmetrize_in_training else "structure"
-        self.per_atom_frames = frames == "atom"
+        self.frames = resolved_frames(symmetrization)
+        # token and atom frames change the function: they are trained in
+        self.symmetrize_in_training = self.frames != "structure" or bool(
+            symmetrization["during_training"]
+        )
+        self.per_atom_frames = self.frames != "structure"
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
 
@@ -302,6 +312,17 @@ class PETECSE(ModelInterface[ModelHypers]):
             views = Views(
                 frames.group, frames.rotation, frames.weight, frames.isotropic
             )
+            if self.frames == "token":
+                return self.network(
+                    geometry,
+                    factors,
+                    graph.species,
+                    graph.neighbor_species,
+                    graph.reverse,
+                    None,
+                    targets,
+                    views,
+                )
             return self.network(
                 geometry,
                 factors,

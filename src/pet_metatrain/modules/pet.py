@@ -25,6 +25,14 @@ class Views(NamedTuple):
     isotropic: torch.Tensor  # [n_views] bool: read distances only
 
 
+class TokenViews(NamedTuple):
+    """The views of a chunk of atoms, read by the token embedding only."""
+
+    local: torch.Tensor  # [n_views] row of the view's atom within the chunk
+    geometry: torch.Tensor  # [n_views, max_neighbors, 4] (x', y', z', r) in frame
+    weight: torch.Tensor  # [n_views], sums to one over the views of an atom
+
+
 def node_width(hypers: Dict) -> int:
     """``d_node``, which defaults to ``d_pet`` (the paper's single width)."""
     d_node = hypers.get("d_node")
@@ -92,14 +100,19 @@ class MessagePassingBlock(torch.nn.Module):
         node: Optional[torch.Tensor],
         factors: torch.Tensor,
         message_table: Optional[torch.Tensor],
+        token_views: Optional[TokenViews],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
 
         ``node`` is the carried node stream (``carried`` blocks only). The messages
         come either as a tensor or, where they are rows of an embedding (the first
-        block), as that embedding's weight ``message_table``."""
-        hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
-        token = self.token_embedding[2](self.token_embedding[1](hidden))
+        block), as that embedding's weight ``message_table``. With
+        ``token_views``, the edge tokens are embedded in every view and averaged
+        (see :meth:`_hidden_tokens`); ``geometry`` is then not read."""
+        hidden = self._hidden_tokens(
+            geometry, messages, neighbor_index, message_table, token_views
+        )
+        token = self.token_embedding[2](hidden)
         if node is None:
             node = self.central_embedding(species_index)
         ones = torch.ones(
@@ -107,35 +120,50 @@ class MessagePassingBlock(torch.nn.Module):
         )
         return self.transformer(node, token, torch.cat([ones, factors], dim=1))
 
-    def _token_inputs(
+    def _hidden_tokens(
         self,
         geometry: torch.Tensor,
         messages: Optional[torch.Tensor],
         neighbor_index: torch.Tensor,
         message_table: Optional[torch.Tensor],
+        token_views: Optional[TokenViews],
     ) -> torch.Tensor:
-        """The token embedding's first layer, applied to [geometry embedding,
-        (neighbour embedding), messages] without forming the concatenation:
-        linear maps of linear maps and of embedding rows fold into small weights
-        and per-species tables, which saves most of the per-edge products."""
+        """The token embedding's hidden layer [n, max_neighbors, d_pet].
+
+        Its first layer is applied to [geometry embedding, (neighbour embedding),
+        messages] without forming the concatenation: linear maps of linear maps
+        and of embedding rows fold into small weights and per-species tables,
+        which saves most of the per-edge products. With ``token_views`` the
+        hidden layer is the weighted average over the views of each atom,
+        ``sum_f w_f SiLU(A (r_ij F_f, r_ij) + b_ij)``: the only part of the
+        network that reads directions is evaluated in every co-rotating frame, so
+        everything after it is exactly rotation invariant, at the cost of one
+        small (4 -> d) product per view and edge."""
         d_pet = self.geometry_embedding.weight.shape[0]
         first_layer = self.token_embedding[0]
+        activation = self.token_embedding[1]
         weight = first_layer.weight
-        geometry_weight = weight[:, :d_pet]
-        hidden = torch.nn.functional.linear(
-            geometry,
-            geometry_weight @ self.geometry_embedding.weight,
-            geometry_weight @ self.geometry_embedding.bias + first_layer.bias,
-        )
+        geometry_weight = weight[:, :d_pet] @ self.geometry_embedding.weight
+        bias = weight[:, :d_pet] @ self.geometry_embedding.bias + first_layer.bias
+        message_weight = weight[:, -d_pet:]
+        if messages is not None:
+            rest = torch.nn.functional.linear(messages, message_weight, bias)
+        else:
+            assert message_table is not None
+            rest = (message_table @ message_weight.T + bias)[neighbor_index]
         if self.carried:
             species_weight = weight[:, d_pet : 2 * d_pet]
             table = self.neighbor_embedding.weight @ species_weight.T
-            hidden = hidden + table[neighbor_index]
-        message_weight = weight[:, -d_pet:]
-        if messages is not None:
-            return hidden + torch.nn.functional.linear(messages, message_weight)
-        assert message_table is not None
-        return hidden + (message_table @ message_weight.T)[neighbor_index]
+            rest = rest + table[neighbor_index]
+        if token_views is None:
+            return activation(
+                torch.nn.functional.linear(geometry, geometry_weight) + rest
+            )
+        per_view = torch.nn.functional.linear(token_views.geometry, geometry_weight)
+        per_view = activation(per_view + rest[token_views.local])
+        return weighted_sum(
+            per_view, token_views.local, token_views.weight, rest.shape[0]
+        )
 
 
 def _combination(d_pet: int) -> torch.nn.Module:
@@ -219,15 +247,16 @@ class PETNetwork(torch.nn.Module):
         return index
 
     def _chunk_bounds(
-        self, n_atoms: int, max_neighbors: int, views: Optional[Views]
+        self, n_atoms: int, max_neighbors: int, views: Optional[Views], width: int
     ) -> Tuple[List[int], List[int]]:
-        """First atom and first row (view) of every chunk, plus the ends; chunks
-        hold about ``chunk_elements`` entries in their widest per-token tensor."""
+        """First atom and first view of every chunk, plus the ends; chunks hold
+        about ``chunk_elements`` entries in their widest tensor: per atom and
+        edge ``chunk_width``, or per view and edge ``width``."""
         rows_per_atom = 1.0
         if views is not None:
             rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
         budget = self.chunk_elements / (
-            rows_per_atom * (max_neighbors + 1) * self.chunk_width
+            max(float(self.chunk_width), rows_per_atom * width) * (max_neighbors + 1)
         )
         # chunks of equal size: no small remainder chunk paying the per-chunk
         # overhead (64 atoms go as 32 + 32, not 56 + 8)
@@ -254,6 +283,7 @@ class PETNetwork(torch.nn.Module):
         reverse: torch.Tensor,
         views: Optional[Views],
         targets: List[str],
+        token_views: Optional[Views] = None,
     ) -> Dict[str, torch.Tensor]:
         """Per-atom predictions (vectors in the lab frame) and features.
 
@@ -261,6 +291,12 @@ class PETNetwork(torch.nn.Module):
         ``factors`` the cutoff factors (zero for padding), ``reverse`` the flat index
         of every edge's reverse. Returns one entry per target, plus ``"features"``
         and ``"llf::{target}"`` (last-layer features).
+
+        ECSE enters in one of two ways. ``views``: every block runs each atom's
+        transformer in each of its views and averages the output tokens.
+        ``token_views``: only the token embedding runs in each view (see
+        :meth:`MessagePassingBlock._hidden_tokens`), the transformer once per
+        atom; a vector target v' is then read as ``sum_f w_f F_f v'``.
 
         Atoms go through each block in chunks of bounded size: memory use per
         tensor stays small, so large systems reuse the allocator's memory instead
@@ -274,44 +310,80 @@ class PETNetwork(torch.nn.Module):
         nodes: Optional[torch.Tensor] = None
         if views is not None:
             views = _sorted_by_atom(views)
-        bounds, row_bounds = self._chunk_bounds(n_atoms, max_neighbors, views)
+            bounds, row_bounds = self._chunk_bounds(
+                n_atoms, max_neighbors, views, self.chunk_width
+            )
+        elif token_views is not None:
+            token_views = _sorted_by_atom(token_views)
+            bounds, row_bounds = self._chunk_bounds(
+                n_atoms, max_neighbors, token_views, self.d_pet
+            )
+        else:
+            bounds, row_bounds = self._chunk_bounds(
+                n_atoms, max_neighbors, None, self.chunk_width
+            )
         # each chunk's rows (atoms, or views rotated into their frames) are built
         # once and shared by all blocks; only the messages change between blocks
         chunks: List[
-            Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+            Tuple[
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                Optional[TokenViews],
+            ]
         ] = []
         for index in range(len(bounds) - 1):
             start, stop = row_bounds[index], row_bounds[index + 1]
+            first, last = bounds[index], bounds[index + 1]
             if views is None:
+                chunk_token_views: Optional[TokenViews] = None
+                if token_views is not None:
+                    view_atoms = token_views.atom[start:stop]
+                    chunk_token_views = TokenViews(
+                        view_atoms - first,
+                        _rotated_geometry(
+                            geometry,
+                            view_atoms,
+                            token_views.rotation[start:stop],
+                            token_views.isotropic[start:stop],
+                        ),
+                        token_views.weight[start:stop],
+                    )
                 # slices are views of the inputs: no copies
-                rows = torch.arange(start, stop, device=factors.device)
+                rows = torch.arange(first, last, device=factors.device)
                 chunks.append(
                     (
                         rows,
-                        geometry[start:stop],
-                        factors[start:stop],
-                        species_index[start:stop],
-                        neighbor_index[start:stop],
+                        geometry[first:last],
+                        factors[first:last],
+                        species_index[first:last],
+                        neighbor_index[first:last],
+                        chunk_token_views,
                     )
                 )
             else:
                 rows = views.atom[start:stop]
-                xyz = torch.bmm(geometry[rows, :, :3], views.rotation[start:stop])
-                xyz = xyz * (~views.isotropic[start:stop]).to(xyz.dtype)[:, None, None]
-                row_geometry = torch.cat([xyz, geometry[rows, :, 3:]], dim=-1)
                 chunks.append(
                     (
                         rows,
-                        row_geometry,
+                        _rotated_geometry(
+                            geometry,
+                            rows,
+                            views.rotation[start:stop],
+                            views.isotropic[start:stop],
+                        ),
                         factors[rows],
                         species_index[rows],
                         neighbor_index[rows],
+                        None,
                     )
                 )
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
-        # the first block's messages are embedding rows (see _token_inputs)
+        # the first block's messages are embedding rows (see _hidden_tokens)
         message_table: Optional[torch.Tensor] = self.neighbor_embedding.weight
         for block_index, block in enumerate(self.blocks):
             central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
@@ -319,7 +391,14 @@ class PETNetwork(torch.nn.Module):
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
             for index, chunk in enumerate(chunks):
-                rows, row_geometry, row_factors, row_species, row_neighbors = chunk
+                (
+                    rows,
+                    row_geometry,
+                    row_factors,
+                    row_species,
+                    row_neighbors,
+                    chunk_token_views,
+                ) = chunk
                 first, last = bounds[index], bounds[index + 1]
                 # gather only what the block reads: the first block reads the
                 # message table instead, non-carried blocks no node stream
@@ -339,6 +418,7 @@ class PETNetwork(torch.nn.Module):
                     row_nodes,
                     row_factors,
                     message_table,
+                    chunk_token_views,
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():
@@ -393,9 +473,21 @@ class PETNetwork(torch.nn.Module):
             if name in head_features:
                 last_layer_features[name] = torch.cat(head_features[name], dim=1)
                 raw_predictions[name] = last_layer(last_layer_features[name])
+        lab_frames: Optional[torch.Tensor] = None
+        if token_views is not None:
+            # sum_f w_f F_f [n_atoms, 3, 3]: co-rotates with the structure
+            lab_frames = weighted_sum(
+                token_views.rotation
+                * (~token_views.isotropic).to(geometry.dtype)[:, None, None],
+                token_views.atom,
+                token_views.weight,
+                n_atoms,
+            )
         for name in targets:
             llf = last_layer_features[name]
             prediction = raw_predictions[name].reshape([-1] + self.output_shapes[name])
+            if lab_frames is not None and self.is_vector[name]:
+                prediction = torch.einsum("nij,njp->nip", lab_frames, prediction)
             if views is not None:
                 if self.is_vector[name]:
                     prediction = to_lab_frame(
@@ -415,6 +507,19 @@ CHUNK_ELEMENTS = 2**21
 
 def _joined(chunks: List[torch.Tensor]) -> torch.Tensor:
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+def _rotated_geometry(
+    geometry: torch.Tensor,
+    atoms: torch.Tensor,
+    rotation: torch.Tensor,
+    isotropic: torch.Tensor,
+) -> torch.Tensor:
+    """(x', y', z', r) [n_views, max_neighbors, 4] of each view's atom in its
+    frame, x' = x @ F; isotropic views read distances only (x' = 0)."""
+    xyz = torch.bmm(geometry[atoms, :, :3], rotation)
+    xyz = xyz * (~isotropic).to(xyz.dtype)[:, None, None]
+    return torch.cat([xyz, geometry[atoms, :, 3:]], dim=-1)
 
 
 def _sorted_by_atom(views: Views) -> Views:
