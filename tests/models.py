@@ -34,6 +34,8 @@ def small_hypers(method: str = "ecse", frames: str = "structure", **model) -> di
         num_heads=2,
         num_attention_layers=1,
         num_gnn_layers=2,
+        d_node=None,
+        d_edge_embedding=8,
     )
     hypers.update(model)
     hypers["symmetrization"]["method"] = method

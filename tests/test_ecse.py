@@ -10,7 +10,13 @@ from models import evaluate, graph_of, make_model, random_rotation, rotated
 # the paper's network, and one in metatrain ``pet``'s layout (node stream carried
 # through the blocks, messages updated by an MLP, gated feed-forward, RMSNorm)
 LAYOUTS = {
-    "paper": {},
+    "paper": dict(
+        featurizer_type="residual",
+        activation="SiLU",
+        normalization="LayerNorm",
+        transformer_type="PostLN",
+        cutoff_function="Cosine",
+    ),
     "pet-like": dict(
         featurizer_type="feedforward",
         activation="SwiGLU",

@@ -68,7 +68,8 @@ def test_folded_token_embedding_is_the_written_out_one(carried, from_table):
     block = model.network.blocks[1 if carried else 0]
     species_table = model.network.neighbor_embedding.weight
     torch.manual_seed(0)
-    geometry = torch.randn(5, 7, 4, dtype=torch.float64)
+    d_edge = block.geometry_embedding.weight.shape[1]  # the edge embedding's width
+    geometry = torch.randn(5, 7, d_edge, dtype=torch.float64)
     neighbor_index = torch.randint(0, species_table.shape[0], (5, 7))
     messages = species_table[neighbor_index]
     if not from_table:

@@ -64,9 +64,14 @@ def _model_v3_to_v4(checkpoint: Dict[str, Any]) -> None:
 
 
 def _model_v4_to_v5(checkpoint: Dict[str, Any]) -> None:
-    """v5 added ``frames: token``, which ``frames: auto`` now selects where ECSE
-    is trained in; v4 models trained that way ran per-atom (``atom``) frames."""
-    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    """v5 added ``cutoff_function`` (v4 models used the cosine), the edge
+    embedding and ``frames: token``, which ``frames: auto``
+    now selects where ECSE is trained in; v4 models had no edge embedding, and
+    those trained with ECSE ran per-atom (``atom``) frames."""
+    hypers = checkpoint["model_data"]["model_hypers"]
+    hypers.setdefault("d_edge_embedding", None)
+    hypers.setdefault("cutoff_function", "Cosine")
+    symmetrization = hypers["symmetrization"]
     if symmetrization["frames"] == "auto" and symmetrization["during_training"]:
         symmetrization["frames"] = "atom"
 

@@ -8,6 +8,7 @@ plain and the symmetrized model.
 
 import argparse
 import logging
+import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -15,11 +16,21 @@ import torch
 
 from .documentation import SymmetrizationHypers
 
-_PROTOCOL_OPTIONS = [
-    name
-    for name, kind in SymmetrizationHypers.__annotations__.items()
-    if kind in (int, float, bool) and name != "during_training"
-]
+
+def _option_type(annotation: Any) -> Optional[type]:
+    """int, float or bool for options given as numbers (``Optional`` ones too)."""
+    for kind in (annotation, *typing.get_args(annotation)):
+        if kind in (int, float, bool):
+            return kind
+    return None
+
+
+_PROTOCOL_OPTIONS = {
+    name: _option_type(annotation)
+    for name, annotation in SymmetrizationHypers.__annotations__.items()
+    if _option_type(annotation) is not None
+    and name not in ("during_training", "centre_preference_length")
+}
 
 
 def export_checkpoint(
@@ -92,8 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
-    for option in _PROTOCOL_OPTIONS:
-        kind = SymmetrizationHypers.__annotations__[option]
+    for option, kind in _PROTOCOL_OPTIONS.items():
         parser.add_argument(
             "--" + option.replace("_", "-"),
             dest=option,

@@ -15,6 +15,7 @@ from metatomic.torch import (
     System,
 )
 from metatrain.composition import CompositionModel
+from metatrain.pet.modules.utilities import cutoff_func_bump
 from metatrain.scaler import Scaler
 from metatrain.utils.abc import ModelInterface
 from metatrain.utils.architectures import get_default_hypers
@@ -69,6 +70,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         super().__init__(hypers, dataset_info, self.__default_metadata__)
         self.cutoff = float(hypers["cutoff"])
         self.cutoff_width = float(hypers["cutoff_width"])
+        self.bump_cutoff = hypers["cutoff_function"] == "Bump"
         self.num_gnn_layers = int(hypers["num_gnn_layers"])
         self.atomic_types = list(dataset_info.atomic_types)
         self.requested_nl = NeighborListOptions(
@@ -109,13 +111,19 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.hypers["symmetrization"] = dict(symmetrization)
         self.symmetrize = symmetrization["method"] == "ecse"
         self.frames = resolved_frames(symmetrization)
+        if self.frames == "token" and self.hypers.get("d_edge_embedding") is None:
+            raise ValueError(
+                "ECSE `frames: token` needs the edge embedding, and this model has "
+                "none (`d_edge_embedding: null`, or a checkpoint from before it): "
+                "use `frames: atom` (trained in) or `frames: structure`"
+            )
         # token and atom frames change the function: they are trained in
         self.symmetrize_in_training = self.frames != "structure" or bool(
             symmetrization["during_training"]
         )
         self.per_atom_frames = self.frames != "structure"
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
-        self.frame_builder = FrameBuilder(symmetrization, self.cutoff)
+        self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_spherical or target.is_atomic_basis:
@@ -279,7 +287,14 @@ class PETECSE(ModelInterface[ModelHypers]):
     def _inputs(self, graph: EdgeGraph) -> List[torch.Tensor]:
         """(geometry, cutoff factors) of the unrotated graph."""
         geometry = torch.cat([graph.edge_vectors, graph.distances[:, :, None]], dim=-1)
-        factors = cosine_cutoff(graph.distances, self.cutoff, self.cutoff_width)
+        if self.bump_cutoff:
+            factors = cutoff_func_bump(
+                graph.distances,
+                torch.tensor(self.cutoff, dtype=graph.distances.dtype),
+                self.cutoff_width,
+            )
+        else:
+            factors = cosine_cutoff(graph.distances, self.cutoff, self.cutoff_width)
         return [geometry, factors * graph.mask.to(factors.dtype)]
 
     def _plain(self, graph: EdgeGraph, targets: List[str]) -> Dict[str, torch.Tensor]:

@@ -14,6 +14,14 @@ from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 
+# pruning (threshold, width, passes) where the symmetrization block leaves it
+# unset: narrow where each frame costs a forward pass, gentle for token frames
+DEFAULT_PRUNING = {
+    "token": (0.5, 0.5, 1),
+    "structure": (0.9, 0.1, 2),
+    "atom": (0.9, 0.1, 2),
+}
+
 
 class WeightedFrames(NamedTuple):
     """Rotations with normalized weights, each attached to a group (structure or
@@ -28,7 +36,8 @@ class WeightedFrames(NamedTuple):
 class FrameBuilder(torch.nn.Module):
     """Builds, weights and prunes ECSE frames for groups of atoms."""
 
-    def __init__(self, hypers: Dict, cutoff: float) -> None:
+    def __init__(self, hypers: Dict, cutoff: float, frames: str) -> None:
+        """``frames`` (token, structure or atom) selects the pruning defaults."""
         super().__init__()
         self.outer_cutoff = min(float(cutoff), float(hypers["max_outer_cutoff"]))
         self.beta = float(hypers["beta"])
@@ -38,9 +47,16 @@ class FrameBuilder(torch.nn.Module):
         self.width = float(hypers["inner_cutoff_width"])
         self.collinearity = float(hypers["collinearity_threshold"])
         self.collinearity_width = float(hypers["collinearity_width"])
-        self.pruning_threshold = float(hypers["pruning_threshold"])
-        self.pruning_width = float(hypers["pruning_width"])
-        self.pruning_passes = int(hypers["pruning_passes"])
+        threshold, width, passes = DEFAULT_PRUNING[frames]
+        if hypers["pruning_threshold"] is not None:
+            threshold = hypers["pruning_threshold"]
+        if hypers["pruning_width"] is not None:
+            width = hypers["pruning_width"]
+        if hypers["pruning_passes"] is not None:
+            passes = hypers["pruning_passes"]
+        self.pruning_threshold = float(threshold)
+        self.pruning_width = float(width)
+        self.pruning_passes = int(passes)
         self.centre_pruning_passes = int(hypers["centre_pruning_passes"])
         self.centre_pruning_threshold = float(hypers["centre_pruning_threshold"])
         self.centre_pruning_width = float(hypers["centre_pruning_width"])

@@ -68,7 +68,7 @@ class ECSEWrapper(torch.nn.Module):
             _same_options(o, self.frame_options) for o in requested_neighbor_lists
         ):
             self._requested_neighbor_lists.append(self.frame_options)
-        self.frame_builder = FrameBuilder(symmetrization, frame_cutoff)
+        self.frame_builder = FrameBuilder(symmetrization, frame_cutoff, "structure")
         self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
         self.register_buffer("fallback_rotations", octahedral_rotations().to(dtype))
 

@@ -25,12 +25,39 @@ class Views(NamedTuple):
     isotropic: torch.Tensor  # [n_views] bool: read distances only
 
 
-class TokenViews(NamedTuple):
-    """The views of a chunk of atoms, read by the token embedding only."""
+class EdgeEmbedding(torch.nn.Module):
+    """A nonlinear embedding of every edge's (x, y, z, r), shared by all blocks,
+    optionally averaged over the views of the edge's centre atom.
 
-    local: torch.Tensor  # [n_views] row of the view's atom within the chunk
-    geometry: torch.Tensor  # [n_views, max_neighbors, 4] (x', y', z', r) in frame
-    weight: torch.Tensor  # [n_views], sums to one over the views of an atom
+    ``e_ij = sum_f w_f SiLU(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]: the
+    only part of the network that reads directions, evaluated in every
+    co-rotating frame F_f of atom i and averaged, so that the blocks that read
+    ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
+    views it is the same map in the lab frame (F = identity).
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, width)
+
+    def forward(
+        self,
+        geometry: torch.Tensor,
+        local: Optional[torch.Tensor],
+        rotation: Optional[torch.Tensor],
+        isotropic: Optional[torch.Tensor],
+        weight: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """``geometry`` [n, max_neighbors, 4]; the views (if any) give each
+        view's row ``local`` in ``geometry``, its frame, whether it reads
+        distances only, and its weight (summing to one per row)."""
+        if local is None:
+            return torch.nn.functional.silu(self.linear(geometry))
+        assert rotation is not None and isotropic is not None and weight is not None
+        per_view = self.linear(_rotated_geometry(geometry, local, rotation, isotropic))
+        return weighted_sum(
+            torch.nn.functional.silu(per_view), local, weight, geometry.shape[0]
+        )
 
 
 def node_width(hypers: Dict) -> int:
@@ -65,7 +92,11 @@ class MessagePassingBlock(torch.nn.Module):
         d_pet = hypers["d_pet"]
         d_node = node_width(hypers)
         self.carried = carried
-        self.geometry_embedding = torch.nn.Linear(4, d_pet)
+        # (x, y, z, r), or the shared edge embedding where the model has one
+        d_edge = hypers.get("d_edge_embedding")
+        self.geometry_embedding = torch.nn.Linear(
+            4 if d_edge is None else int(d_edge), d_pet
+        )
         self.token_embedding = torch.nn.Sequential(
             torch.nn.Linear((3 if carried else 2) * d_pet, d_pet),
             torch.nn.SiLU(),
@@ -100,19 +131,14 @@ class MessagePassingBlock(torch.nn.Module):
         node: Optional[torch.Tensor],
         factors: torch.Tensor,
         message_table: Optional[torch.Tensor],
-        token_views: Optional[TokenViews],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
 
         ``node`` is the carried node stream (``carried`` blocks only). The messages
         come either as a tensor or, where they are rows of an embedding (the first
-        block), as that embedding's weight ``message_table``. With
-        ``token_views``, the edge tokens are embedded in every view and averaged
-        (see :meth:`_hidden_tokens`); ``geometry`` is then not read."""
-        hidden = self._hidden_tokens(
-            geometry, messages, neighbor_index, message_table, token_views
-        )
-        token = self.token_embedding[2](hidden)
+        block), as that embedding's weight ``message_table``."""
+        hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
+        token = self.token_embedding[2](self.token_embedding[1](hidden))
         if node is None:
             node = self.central_embedding(species_index)
         ones = torch.ones(
@@ -120,50 +146,35 @@ class MessagePassingBlock(torch.nn.Module):
         )
         return self.transformer(node, token, torch.cat([ones, factors], dim=1))
 
-    def _hidden_tokens(
+    def _token_inputs(
         self,
         geometry: torch.Tensor,
         messages: Optional[torch.Tensor],
         neighbor_index: torch.Tensor,
         message_table: Optional[torch.Tensor],
-        token_views: Optional[TokenViews],
     ) -> torch.Tensor:
-        """The token embedding's hidden layer [n, max_neighbors, d_pet].
-
-        Its first layer is applied to [geometry embedding, (neighbour embedding),
-        messages] without forming the concatenation: linear maps of linear maps
-        and of embedding rows fold into small weights and per-species tables,
-        which saves most of the per-edge products. With ``token_views`` the
-        hidden layer is the weighted average over the views of each atom,
-        ``sum_f w_f SiLU(A (r_ij F_f, r_ij) + b_ij)``: the only part of the
-        network that reads directions is evaluated in every co-rotating frame, so
-        everything after it is exactly rotation invariant, at the cost of one
-        small (4 -> d) product per view and edge."""
+        """The token embedding's first layer, applied to [geometry embedding,
+        (neighbour embedding), messages] without forming the concatenation:
+        linear maps of linear maps and of embedding rows fold into small weights
+        and per-species tables, which saves most of the per-edge products."""
         d_pet = self.geometry_embedding.weight.shape[0]
         first_layer = self.token_embedding[0]
-        activation = self.token_embedding[1]
         weight = first_layer.weight
-        geometry_weight = weight[:, :d_pet] @ self.geometry_embedding.weight
-        bias = weight[:, :d_pet] @ self.geometry_embedding.bias + first_layer.bias
-        message_weight = weight[:, -d_pet:]
-        if messages is not None:
-            rest = torch.nn.functional.linear(messages, message_weight, bias)
-        else:
-            assert message_table is not None
-            rest = (message_table @ message_weight.T + bias)[neighbor_index]
+        geometry_weight = weight[:, :d_pet]
+        hidden = torch.nn.functional.linear(
+            geometry,
+            geometry_weight @ self.geometry_embedding.weight,
+            geometry_weight @ self.geometry_embedding.bias + first_layer.bias,
+        )
         if self.carried:
             species_weight = weight[:, d_pet : 2 * d_pet]
             table = self.neighbor_embedding.weight @ species_weight.T
-            rest = rest + table[neighbor_index]
-        if token_views is None:
-            return activation(
-                torch.nn.functional.linear(geometry, geometry_weight) + rest
-            )
-        per_view = torch.nn.functional.linear(token_views.geometry, geometry_weight)
-        per_view = activation(per_view + rest[token_views.local])
-        return weighted_sum(
-            per_view, token_views.local, token_views.weight, rest.shape[0]
-        )
+            hidden = hidden + table[neighbor_index]
+        message_weight = weight[:, -d_pet:]
+        if messages is not None:
+            return hidden + torch.nn.functional.linear(messages, message_weight)
+        assert message_table is not None
+        return hidden + (message_table @ message_weight.T)[neighbor_index]
 
 
 def _combination(d_pet: int) -> torch.nn.Module:
@@ -197,6 +208,11 @@ class PETNetwork(torch.nn.Module):
         lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
         self.register_buffer("species_to_index", lookup, persistent=False)
         self.neighbor_embedding = torch.nn.Embedding(len(atomic_types), hypers["d_pet"])
+        d_edge = hypers.get("d_edge_embedding")
+        self.edge_embedding: Optional[EdgeEmbedding] = None
+        if d_edge is not None:
+            self.edge_embedding = EdgeEmbedding(int(d_edge))
+        self.d_edge = 4 if d_edge is None else int(d_edge)
         self.blocks = torch.nn.ModuleList(
             [
                 MessagePassingBlock(
@@ -294,9 +310,9 @@ class PETNetwork(torch.nn.Module):
 
         ECSE enters in one of two ways. ``views``: every block runs each atom's
         transformer in each of its views and averages the output tokens.
-        ``token_views``: only the token embedding runs in each view (see
-        :meth:`MessagePassingBlock._hidden_tokens`), the transformer once per
-        atom; a vector target v' is then read as ``sum_f w_f F_f v'``.
+        ``token_views``: only the edge embedding runs in each view (see
+        :class:`EdgeEmbedding`), everything else once per atom; a vector target
+        v' is then read as ``sum_f w_f F_f v'``.
 
         Atoms go through each block in chunks of bounded size: memory use per
         tensor stays small, so large systems reuse the allocator's memory instead
@@ -316,7 +332,7 @@ class PETNetwork(torch.nn.Module):
         elif token_views is not None:
             token_views = _sorted_by_atom(token_views)
             bounds, row_bounds = self._chunk_bounds(
-                n_atoms, max_neighbors, token_views, self.d_pet
+                n_atoms, max_neighbors, token_views, self.d_edge
             )
         else:
             bounds, row_bounds = self._chunk_bounds(
@@ -325,65 +341,62 @@ class PETNetwork(torch.nn.Module):
         # each chunk's rows (atoms, or views rotated into their frames) are built
         # once and shared by all blocks; only the messages change between blocks
         chunks: List[
-            Tuple[
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                Optional[TokenViews],
-            ]
+            Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
         ] = []
         for index in range(len(bounds) - 1):
             start, stop = row_bounds[index], row_bounds[index + 1]
             first, last = bounds[index], bounds[index + 1]
             if views is None:
-                chunk_token_views: Optional[TokenViews] = None
-                if token_views is not None:
-                    view_atoms = token_views.atom[start:stop]
-                    chunk_token_views = TokenViews(
-                        view_atoms - first,
-                        _rotated_geometry(
-                            geometry,
-                            view_atoms,
-                            token_views.rotation[start:stop],
-                            token_views.isotropic[start:stop],
-                        ),
-                        token_views.weight[start:stop],
-                    )
                 # slices are views of the inputs: no copies
                 rows = torch.arange(first, last, device=factors.device)
+                row_geometry = geometry[first:last]
+                if self.edge_embedding is not None:
+                    if token_views is None:
+                        row_geometry = self.edge_embedding(
+                            row_geometry, None, None, None, None
+                        )
+                    else:
+                        row_geometry = self.edge_embedding(
+                            row_geometry,
+                            token_views.atom[start:stop] - first,
+                            token_views.rotation[start:stop],
+                            token_views.isotropic[start:stop],
+                            token_views.weight[start:stop],
+                        )
                 chunks.append(
                     (
                         rows,
-                        geometry[first:last],
+                        row_geometry,
                         factors[first:last],
                         species_index[first:last],
                         neighbor_index[first:last],
-                        chunk_token_views,
                     )
                 )
             else:
                 rows = views.atom[start:stop]
+                row_geometry = _rotated_geometry(
+                    geometry,
+                    rows,
+                    views.rotation[start:stop],
+                    views.isotropic[start:stop],
+                )
+                if self.edge_embedding is not None:
+                    row_geometry = self.edge_embedding(
+                        row_geometry, None, None, None, None
+                    )
                 chunks.append(
                     (
                         rows,
-                        _rotated_geometry(
-                            geometry,
-                            rows,
-                            views.rotation[start:stop],
-                            views.isotropic[start:stop],
-                        ),
+                        row_geometry,
                         factors[rows],
                         species_index[rows],
                         neighbor_index[rows],
-                        None,
                     )
                 )
 
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
-        # the first block's messages are embedding rows (see _hidden_tokens)
+        # the first block's messages are embedding rows (see _token_inputs)
         message_table: Optional[torch.Tensor] = self.neighbor_embedding.weight
         for block_index, block in enumerate(self.blocks):
             central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
@@ -391,14 +404,7 @@ class PETNetwork(torch.nn.Module):
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
             for index, chunk in enumerate(chunks):
-                (
-                    rows,
-                    row_geometry,
-                    row_factors,
-                    row_species,
-                    row_neighbors,
-                    chunk_token_views,
-                ) = chunk
+                rows, row_geometry, row_factors, row_species, row_neighbors = chunk
                 first, last = bounds[index], bounds[index + 1]
                 # gather only what the block reads: the first block reads the
                 # message table instead, non-carried blocks no node stream
@@ -418,7 +424,6 @@ class PETNetwork(torch.nn.Module):
                     row_nodes,
                     row_factors,
                     message_table,
-                    chunk_token_views,
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():

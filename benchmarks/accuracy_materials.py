@@ -1,0 +1,151 @@
+"""Accuracy of the default path on periodic DFT cells (mlearn), seeds side by side.
+
+Trains metatrain's ``pet`` and ``pet_ecse`` with DEFAULT model hypers (cutoff 4.5 A
+for both) and the same training options on an mlearn training set, for several
+seeds, then evaluates every exported ``model.pt`` on the test set through
+metatomic's ASE calculator: energy MAE per atom, force MAE (all components), the
+per-frame force MAE (mean, worst frame) and the tail of the per-component force
+errors (99.9th percentile, maximum), plus the seconds per training epoch.
+Writes JSON; ``materials_render.py`` turns it into tables.
+
+    OMP_NUM_THREADS=1 python benchmarks/accuracy_materials.py --element Mo \\
+        --seeds 1 2 3 --epochs 15 --jobs 2 -o accuracy-mo.json
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
+
+OPTIONS = """seed: {seed}
+base_precision: 32
+architecture:
+  name: {arch}
+  model: {{cutoff: 4.5}}
+  training:
+    batch_size: 4
+    num_epochs: {epochs}
+    learning_rate: {learning_rate}
+    num_workers: 0
+training_set:
+  systems: {{read_from: {train}, length_unit: angstrom}}
+  targets: {{energy: {{key: energy, unit: eV, forces: {{key: forces}}}}}}
+validation_set: 0.1
+test_set: 0.0
+"""
+
+
+def limit_memory() -> None:
+    limit = 16 * 1024**3
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def train(folder: Path, arch: str, seed: int, args: argparse.Namespace) -> float:
+    """Run ``mtt train`` in ``folder``; returns the median seconds per epoch."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_file = DATA / f"{args.element}_training.xyz"
+    (folder / "options.yaml").write_text(
+        OPTIONS.format(
+            seed=seed,
+            arch=arch,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            train=train_file,
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    mtt = str(Path(sys.executable).with_name("mtt"))
+    with open(folder / "train.log", "w") as log:
+        subprocess.run(
+            [mtt, "train", "options.yaml"],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_memory,
+            check=True,
+        )
+    stamps = re.findall(
+        r"\[(\d+-\d+-\d+ \d+:\d+:\d+)\]\[INFO\] - Epoch:",
+        (folder / "train.log").read_text(),
+    )
+    times = np.array(
+        [np.datetime64(s.replace(" ", "T")).astype(float) for s in stamps]
+    )
+    return float(np.median(np.diff(times))) if len(times) > 2 else float("nan")
+
+
+def evaluate(model: Path, test_file: Path) -> dict:
+    """Errors of ``model`` on every frame of ``test_file`` (float64 references)."""
+    import ase.io
+    import torch
+    from metatomic_ase import MetatomicCalculator
+
+    torch.set_num_threads(1)
+    calculator = MetatomicCalculator(str(model), device="cpu")
+    energy_errors, frame_force_mae, force_errors = [], [], []
+    for atoms in ase.io.read(test_file, ":"):
+        reference_energy = atoms.get_potential_energy()
+        reference_forces = atoms.get_forces()
+        atoms.calc = calculator
+        energy_errors.append(
+            abs(atoms.get_potential_energy() - reference_energy) / len(atoms)
+        )
+        errors = np.abs(atoms.get_forces() - reference_forces).ravel()
+        frame_force_mae.append(errors.mean())
+        force_errors.append(errors)
+    force_errors = np.concatenate(force_errors)
+    return {
+        "energy_mae_mev_atom": 1e3 * float(np.mean(energy_errors)),
+        "force_mae_mev_a": 1e3 * float(force_errors.mean()),
+        "frame_force_mae_worst": 1e3 * float(np.max(frame_force_mae)),
+        "force_error_p999": 1e3 * float(np.percentile(force_errors, 99.9)),
+        "force_error_max": 1e3 * float(force_errors.max()),
+        "frames": len(energy_errors),
+    }
+
+
+def run(arch: str, seed: int, args: argparse.Namespace) -> dict:
+    folder = Path(args.workdir) / f"{arch}-seed{seed}"
+    seconds = train(folder, arch, seed, args)
+    errors = evaluate(folder / "model.pt", DATA / f"{args.element}_test.xyz")
+    row = {"arch": arch, "seed": seed, "seconds_per_epoch": seconds, **errors}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--element", default="Mo", choices=["Mo", "Ge"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once")
+    parser.add_argument("--workdir", default="accuracy-materials")
+    parser.add_argument("-o", "--output", default="accuracy-materials.json")
+    args = parser.parse_args()
+
+    runs = [(arch, seed) for seed in args.seeds for arch in ("pet", "pet_ecse")]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: run(*job, args), runs))
+    result = {
+        "element": args.element,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "threads_per_training": 1,
+        "runs": rows,
+    }
+    Path(args.output).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
