@@ -78,9 +78,7 @@ def train(folder: Path, arch: str, seed: int, args: argparse.Namespace) -> float
         r"\[(\d+-\d+-\d+ \d+:\d+:\d+)\]\[INFO\] - Epoch:",
         (folder / "train.log").read_text(),
     )
-    times = np.array(
-        [np.datetime64(s.replace(" ", "T")).astype(float) for s in stamps]
-    )
+    times = np.array([np.datetime64(s.replace(" ", "T")).astype(float) for s in stamps])
     return float(np.median(np.diff(times))) if len(times) > 2 else float("nan")
 
 

@@ -1728,28 +1728,6 @@ def observations(
             "here (the backward needs them all), only smaller attention tensors "
             "or recomputation (activation checkpointing) would."
         )
-    estimate = inference.get(("matched", "C64", "ecse-structure"))
-    if estimate is not None and estimate["status"] == "estimated":
-        n_frames = frames["C64"]["after"]["structure"]
-        per_batch = pairs["matched"]["hypers"]["pet_ecse"]["symmetrization"][
-            "max_frames_per_batch"
-        ]
-        batches = math.ceil(n_frames / per_batch)
-        notes.append(
-            "**Structure frames are bounded in frames, not atoms.** The 64-atom cell "
-            f"has {n_frames} structure frames; `max_frames_per_batch` ({per_batch}) "
-            + (
-                f"puts all {n_frames} copies ({n_frames * 64} atoms) into one "
-                f"forward pass, ~{estimate['mem'] / 1e3:.0f} GB for energy + forces "
-                "(extrapolated from the plain call)."
-                if batches == 1
-                else f"splits the {n_frames} copies ({n_frames * 64} atoms) into "
-                f"{batches} forward passes."
-            )
-            + " A bound on copied atoms per batch (or a default choosing per-atom "
-            "frames above some size) would keep `ecse-structure` usable, if slow, "
-            "and safe."
-        )
     trimer = inference.get(("matched", "ethanol x3", "ecse-structure"))
     trimer_plain = inference.get(("matched", "ethanol x3", "plain"))
     trimer_atom = inference.get(("matched", "ethanol x3", "ecse-atom"))

@@ -7,6 +7,9 @@ import pytest
 import torch
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
+from pet_metatrain.ecse.frames import WeightedFrames
+from pet_metatrain.ecse.structure import copy_chunks
+
 # the paper's network, and one in metatrain ``pet``'s layout (node stream carried
 # through the blocks, messages updated by an MLP, gated feed-forward, RMSNorm)
 LAYOUTS = {
@@ -333,3 +336,37 @@ def test_pairs_of_different_species_make_one_frame(pair_order, count):
         to_carbon = torch.tensor([-0.5, 1.3, 0.0], dtype=torch.float64)
         axis = frames.rotation[at_oxygen][0, :, 0]
         torch.testing.assert_close(axis, to_carbon / to_carbon.norm())
+
+
+def test_structure_frames_chunk_by_copied_atoms():
+    """Passes of at most ``max_atoms_per_pass`` copied atoms give the same result
+    as one pass (the ethanol has 9 atoms: passes of one or two copies)."""
+    model = make_model(frames="structure")
+    reference = evaluate(model, [ethanol(), periodic_cell()])
+    symmetrization = model.hypers["symmetrization"]
+    model.set_symmetrization({**symmetrization, "max_atoms_per_pass": 20})
+    chunked = evaluate(model, [ethanol(), periodic_cell()])
+    np.testing.assert_allclose(chunked["energy"], reference["energy"], rtol=1e-12)
+    for f0, f1 in zip(reference["forces"], chunked["forces"], strict=True):
+        np.testing.assert_allclose(f1, f0, atol=1e-12)
+
+
+def test_copy_chunks_bound_the_atoms_of_a_pass():
+    frames = WeightedFrames(
+        group=torch.tensor([0, 0, 1, 1, 1, 2]),
+        rotation=torch.eye(3).expand(6, 3, 3),
+        weight=torch.ones(6),
+        isotropic=torch.zeros(6, dtype=torch.bool),
+    )
+    system_size = torch.tensor([5, 8, 30])
+    # copies of 5, 5, 8, 8, 8 and 30 atoms; a single copy may exceed the bound
+    assert copy_chunks(frames, system_size, 16, 1000) == [0, 2, 4, 5, 6]
+
+
+def test_structure_frames_refuse_before_exhausting_memory():
+    """Frames times atoms beyond ``max_copied_atoms``: one clear error."""
+    model = make_model(frames="structure")
+    symmetrization = model.hypers["symmetrization"]
+    model.set_symmetrization({**symmetrization, "max_copied_atoms": 50})
+    with pytest.raises(ValueError, match="max_copied_atoms=50.*frames: token"):
+        evaluate(model, [periodic_cell()])

@@ -72,6 +72,10 @@ def _model_v4_to_v5(checkpoint: Dict[str, Any]) -> None:
     hypers.setdefault("d_edge_embedding", None)
     hypers.setdefault("cutoff_function", "Cosine")
     symmetrization = hypers["symmetrization"]
+    # structure frames are chunked and bounded by copied atoms, not frames
+    symmetrization.pop("max_frames_per_batch", None)
+    symmetrization.setdefault("max_atoms_per_pass", 8192)
+    symmetrization.setdefault("max_copied_atoms", 32768)
     if symmetrization["frames"] == "auto" and symmetrization["during_training"]:
         symmetrization["frames"] = "atom"
 

@@ -111,8 +111,15 @@ class SymmetrizationHypers(TypedDict):
     centre_pruning_passes: int = 1
     """``pruning_passes`` where frames are ranked by centre preference: every
     further pass steepens the switching of the few frames that remain."""
-    max_frames_per_batch: int = 4096
-    """Frames evaluated by one batched forward pass (bounds memory)."""
+    max_atoms_per_pass: int = 8192
+    """``structure`` frames: rotated copies of structures are evaluated in
+    forward passes of at most this many copied atoms (bounds the memory of a
+    pass)."""
+    max_copied_atoms: int = 32768
+    """``structure`` frames: the most copied atoms (frames times atoms) one call
+    may evaluate. Forces keep every pass's activations until the backward pass,
+    and frames times atoms grows as N^2 for periodic cells: a larger request
+    fails with an error before allocating instead of exhausting memory."""
 
 
 class FinetuneHypers(TypedDict):

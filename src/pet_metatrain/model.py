@@ -28,7 +28,12 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 from . import checkpoints
 from .documentation import ModelHypers
 from .ecse.frames import FrameBuilder, WeightedFrames
-from .ecse.structure import accumulate_copies, rotated_copies, select_frames
+from .ecse.structure import (
+    accumulate_copies,
+    copy_chunks,
+    rotated_copies,
+    select_frames,
+)
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork, Views
 from .modules.switching import cosine_cutoff
@@ -122,7 +127,8 @@ class PETECSE(ModelInterface[ModelHypers]):
             symmetrization["during_training"]
         )
         self.per_atom_frames = self.frames != "structure"
-        self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
+        self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
+        self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
@@ -398,9 +404,11 @@ class PETECSE(ModelInterface[ModelHypers]):
         n_atoms = graph.species.shape[0]
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size
-        n_frames = frames.group.shape[0]
-        for start in range(0, n_frames, self.max_frames_per_batch):
-            chunk = select_frames(frames, start, start + self.max_frames_per_batch)
+        bounds = copy_chunks(
+            frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
+        )
+        for index in range(len(bounds) - 1):
+            chunk = select_frames(frames, bounds[index], bounds[index + 1])
             copies = rotated_copies(
                 chunk,
                 first_atom,

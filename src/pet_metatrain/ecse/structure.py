@@ -84,6 +84,39 @@ def accumulate_copies(
         )
 
 
+def copy_chunks(
+    frames: WeightedFrames,
+    system_size: torch.Tensor,
+    max_atoms_per_pass: int,
+    max_copied_atoms: int,
+) -> List[int]:
+    """First frame of every chunk of structure copies, plus the end: each chunk
+    copies at most ``max_atoms_per_pass`` atoms (a single frame may copy more).
+
+    Forces need every chunk's activations until the backward pass, so memory
+    grows with the total number of copied atoms (frames times atoms, which grows
+    as N^2 for periodic cells): beyond ``max_copied_atoms`` this refuses before
+    anything is allocated."""
+    sizes = system_size[frames.group]
+    total = int(sizes.sum())
+    if total > max_copied_atoms:
+        raise ValueError(
+            f"ECSE structure frames would evaluate {sizes.shape[0]} rotated copies "
+            f"({total} atoms, more than max_copied_atoms={max_copied_atoms}): use "
+            "`frames: token` (trained in), evaluate fewer structures at once, or "
+            "raise max_copied_atoms if memory allows"
+        )
+    ends = torch.cumsum(sizes, 0)
+    bounds: List[int] = [0]
+    start_atoms = 0
+    for index in range(1, sizes.shape[0]):
+        if int(ends[index]) - start_atoms > max_atoms_per_pass:
+            bounds.append(index)
+            start_atoms = int(ends[index - 1])
+    bounds.append(sizes.shape[0])
+    return bounds
+
+
 def select_frames(frames: WeightedFrames, start: int, stop: int) -> WeightedFrames:
     """A contiguous chunk of frames (to bound the memory of one forward pass)."""
     return WeightedFrames(

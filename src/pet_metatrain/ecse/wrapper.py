@@ -31,7 +31,7 @@ from metatomic.torch import (
 
 from ..modules.graph import systems_to_graph
 from .frames import FrameBuilder, WeightedFrames
-from .structure import select_frames
+from .structure import copy_chunks, select_frames
 
 
 def octahedral_rotations() -> torch.Tensor:
@@ -69,7 +69,8 @@ class ECSEWrapper(torch.nn.Module):
         ):
             self._requested_neighbor_lists.append(self.frame_options)
         self.frame_builder = FrameBuilder(symmetrization, frame_cutoff, "structure")
-        self.max_frames_per_batch = int(symmetrization["max_frames_per_batch"])
+        self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
+        self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.register_buffer("fallback_rotations", octahedral_rotations().to(dtype))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
@@ -95,9 +96,11 @@ class ECSEWrapper(torch.nn.Module):
         )
         system_size = torch.bincount(graph.system_index, minlength=len(systems))
         first_atom = torch.cumsum(system_size, 0) - system_size
-        n_frames = frames.group.shape[0]
-        for start in range(0, n_frames, self.max_frames_per_batch):
-            chunk = select_frames(frames, start, start + self.max_frames_per_batch)
+        bounds = copy_chunks(
+            frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
+        )
+        for index in range(len(bounds) - 1):
+            chunk = select_frames(frames, bounds[index], bounds[index + 1])
             rotated: List[System] = []
             for index in range(chunk.group.shape[0]):
                 rotated.append(

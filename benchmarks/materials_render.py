@@ -1,0 +1,108 @@
+"""Render the materials benchmark (JSON of materials_measure.py and
+accuracy_materials.py) as the markdown page docs/benchmarks-materials.md.
+
+    python benchmarks/materials_render.py materials.json accuracy-mo.json \\
+        -o docs/benchmarks-materials.md
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ACCURACY_KEYS = [
+    ("energy_mae_mev_atom", "E MAE meV/atom"),
+    ("force_mae_mev_a", "F MAE meV/A"),
+    ("frame_force_mae_worst", "worst frame F MAE"),
+    ("force_error_p999", "F error 99.9th pct"),
+    ("force_error_max", "F error max"),
+    ("seconds_per_epoch", "s / epoch"),
+]
+
+
+def cost_table(result: dict) -> list[str]:
+    lines = [
+        f"Energy + forces through metatomic's ASE calculator, {result['threads']} "
+        f"thread(s), medians of round-robin rounds; untrained default models "
+        f"(torch {result['torch']}). Memory: peak resident memory of one call in a "
+        "fresh process, growth over the loaded process (total in brackets).",
+        "",
+        "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
+        "| pet MB | pet_ecse MB | memory ratio | pet_ecse dE (rel) | dF eV/A "
+        "| pet dE (rel) | pet dF eV/A |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["systems"]:
+        seconds, memory = row["seconds"], row["memory"]
+        growth = {m: (v["peak_kb"] - v["loaded_kb"]) / 1024 for m, v in memory.items()}
+        total = {m: v["peak_kb"] / 1024 for m, v in memory.items()}
+        ecse, pet = row["rotation_error"], row["rotation_error_pet"]
+        lines.append(
+            f"| {row['system']} | {row['atoms']} | {1e3 * seconds['pet']:.0f} "
+            f"| {1e3 * seconds['pet_ecse']:.0f} "
+            f"| {seconds['pet_ecse'] / seconds['pet']:.2f} "
+            f"| {1e3 * seconds['pet_ecse'] / row['atoms']:.2f} "
+            f"| {growth['pet']:.0f} ({total['pet']:.0f}) "
+            f"| {growth['pet_ecse']:.0f} ({total['pet_ecse']:.0f}) "
+            f"| {max(growth['pet_ecse'], 1) / max(growth['pet'], 1):.2f} "
+            f"| {ecse['energy_rel']:.1e} | {ecse['forces_max']:.1e} "
+            f"| {pet['energy_rel']:.1e} | {pet['forces_max']:.1e} |"
+        )
+    return lines
+
+
+def accuracy_table(result: dict) -> list[str]:
+    lines = [
+        f"mlearn {result['element']}: default model hypers (cutoff 4.5 A), batch 4, "
+        f"{result['epochs']} epochs, learning rate {result['learning_rate']}, float32, "
+        "one thread per training; errors on the whole test set through ASE. Mean "
+        "over seeds, (min-max) in brackets.",
+        "",
+        "| model | seeds | " + " | ".join(label for _, label in ACCURACY_KEYS) + " |",
+        "|---|---|" + "---|" * len(ACCURACY_KEYS),
+    ]
+    means = {}
+    for arch in ("pet", "pet_ecse"):
+        runs = [r for r in result["runs"] if r["arch"] == arch]
+        cells = []
+        for key, _ in ACCURACY_KEYS:
+            values = np.array([r[key] for r in runs])
+            means[arch, key] = values.mean()
+            cells.append(f"{values.mean():.1f} ({values.min():.1f}-{values.max():.1f})")
+        lines.append(f"| {arch} | {len(runs)} | " + " | ".join(cells) + " |")
+    ratios = [
+        f"{means['pet_ecse', key] / means['pet', key]:.2f}" for key, _ in ACCURACY_KEYS
+    ]
+    lines.append("| pet_ecse / pet | | " + " | ".join(ratios) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cost", help="JSON of materials_measure.py")
+    parser.add_argument("accuracy", nargs="*", help="JSON of accuracy_materials.py")
+    parser.add_argument("-o", "--output", default="docs/benchmarks-materials.md")
+    args = parser.parse_args()
+    lines = [
+        "# Benchmarks: materials (the default path on periodic cells)",
+        "",
+        "The default `pet_ecse` (ECSE token frames, trained in) against metatrain's "
+        "`pet` with its defaults. Made by `benchmarks/materials_measure.py`, "
+        "`benchmarks/accuracy_materials.py` and `benchmarks/materials_render.py`.",
+        "",
+        "## Cost, memory and exactness",
+        "",
+        *cost_table(json.loads(Path(args.cost).read_text())),
+    ]
+    for path in args.accuracy:
+        result = json.loads(Path(path).read_text())
+        lines += ["", f"## Accuracy: mlearn {result['element']}", ""]
+        lines += accuracy_table(result)
+    text = "\n".join(lines) + "\n"
+    Path(args.output).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
