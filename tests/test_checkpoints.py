@@ -87,3 +87,32 @@ def test_version_2_upgrade_keeps_the_residual_featurizer():
     assert (hypers["activation"], hypers["normalization"]) == ("SiLU", "LayerNorm")
     model = model_from_checkpoint(checkpoint, context="export")
     assert len(model.network.combinations) == 0
+
+
+@pytest.mark.parametrize("during_training", [False, True])
+def test_version_4_upgrade_keeps_the_model_and_its_frames(during_training):
+    """v4 had no edge embedding, a cosine cutoff and ``max_frames_per_batch``;
+    ``frames: auto`` trained in meant per-atom (``atom``) frames then."""
+    path = REFERENCE.parent / "model-v4_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = torch.load(file, weights_only=False)
+    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    symmetrization["during_training"] = during_training
+    checkpoint = PETECSE.upgrade_checkpoint(checkpoint)
+    hypers = checkpoint["model_data"]["model_hypers"]
+    assert hypers["d_edge_embedding"] is None
+    assert hypers["cutoff_function"] == "Cosine"
+    assert "max_frames_per_batch" not in hypers["symmetrization"]
+    model = model_from_checkpoint(checkpoint, context="export")
+    assert model.network.edge_embedding is None
+    assert model.frames == ("atom" if during_training else "structure")
+
+
+def test_token_frames_need_the_edge_embedding():
+    path = REFERENCE.parent / "model-v4_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    model = model_from_checkpoint(checkpoint, context="export")
+    symmetrization = {**model.hypers["symmetrization"], "frames": "token"}
+    with pytest.raises(ValueError, match="frames: token.*edge embedding"):
+        model.set_symmetrization(symmetrization)

@@ -5,6 +5,7 @@ import ase.build
 import numpy as np
 import pytest
 import torch
+from metatrain.utils.architectures import get_default_hypers
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
 from pet_metatrain.ecse.frames import WeightedFrames
@@ -370,3 +371,14 @@ def test_structure_frames_refuse_before_exhausting_memory():
     model.set_symmetrization({**symmetrization, "max_copied_atoms": 50})
     with pytest.raises(ValueError, match="max_copied_atoms=50.*frames: token"):
         evaluate(model, [periodic_cell()])
+
+
+def test_defaults_train_and_export_token_frames_exactly_on_a_periodic_cell():
+    """What a newcomer gets: ECSE token frames, trained in, exact on a cell."""
+    defaults = get_default_hypers("pet_ecse")["model"]["symmetrization"]
+    model = make_model(frames=defaults["frames"])
+    assert model.frames == "token" and model.symmetrize_in_training
+    energy, force, stress = rotation_errors(model, [periodic_cell()])
+    assert energy < 1e-10
+    assert force < 1e-9
+    assert stress < 1e-9
