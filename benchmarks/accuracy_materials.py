@@ -1,4 +1,4 @@
-"""Accuracy of the default path on periodic DFT cells (mlearn), seeds side by side.
+"""Accuracy of the default path (mlearn cells, or any extxyz set), seeds side by side.
 
 Trains metatrain's ``pet`` and ``pet_ecse`` with DEFAULT model hypers (cutoff 4.5 A
 for both) and the same training options on an mlearn training set, for several
@@ -10,6 +10,10 @@ Writes JSON; ``materials_render.py`` turns it into tables.
 
     OMP_NUM_THREADS=1 python benchmarks/accuracy_materials.py --element Mo \\
         --seeds 1 2 3 --epochs 15 --jobs 2 -o accuracy-mo.json
+    OMP_NUM_THREADS=1 python benchmarks/accuracy_materials.py --name ethanol \\
+        --train ../shared/data/rmd17_ethanol/train.xyz --max-train 300 \\
+        --test ../shared/data/rmd17_ethanol/test_MD.xyz --max-test 200 \\
+        --batch-size 8 -o accuracy-ethanol.json
 """
 
 import argparse
@@ -22,6 +26,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ase.io
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
@@ -32,7 +37,7 @@ architecture:
   name: {arch}
   model: {{cutoff: 4.5}}
   training:
-    batch_size: 4
+    batch_size: {batch_size}
     num_epochs: {epochs}
     learning_rate: {learning_rate}
     num_workers: 0
@@ -52,13 +57,15 @@ def limit_memory() -> None:
 def train(folder: Path, arch: str, seed: int, args: argparse.Namespace) -> float:
     """Run ``mtt train`` in ``folder``; returns the median seconds per epoch."""
     folder.mkdir(parents=True, exist_ok=True)
-    train_file = DATA / f"{args.element}_training.xyz"
+    train_file = folder / "train.xyz"
+    ase.io.write(train_file, ase.io.read(args.train, f":{args.max_train}"))
     (folder / "options.yaml").write_text(
         OPTIONS.format(
             seed=seed,
             arch=arch,
             epochs=args.epochs,
             learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
             train=train_file,
         )
     )
@@ -82,16 +89,15 @@ def train(folder: Path, arch: str, seed: int, args: argparse.Namespace) -> float
     return float(np.median(np.diff(times))) if len(times) > 2 else float("nan")
 
 
-def evaluate(model: Path, test_file: Path) -> dict:
+def evaluate(model: Path, test_file: str, count: str) -> dict:
     """Errors of ``model`` on every frame of ``test_file`` (float64 references)."""
-    import ase.io
     import torch
     from metatomic_ase import MetatomicCalculator
 
     torch.set_num_threads(1)
     calculator = MetatomicCalculator(str(model), device="cpu")
     energy_errors, frame_force_mae, force_errors = [], [], []
-    for atoms in ase.io.read(test_file, ":"):
+    for atoms in ase.io.read(test_file, f":{count}"):
         reference_energy = atoms.get_potential_energy()
         reference_forces = atoms.get_forces()
         atoms.calc = calculator
@@ -115,7 +121,7 @@ def evaluate(model: Path, test_file: Path) -> dict:
 def run(arch: str, seed: int, args: argparse.Namespace) -> dict:
     folder = Path(args.workdir) / f"{arch}-seed{seed}"
     seconds = train(folder, arch, seed, args)
-    errors = evaluate(folder / "model.pt", DATA / f"{args.element}_test.xyz")
+    errors = evaluate(folder / "model.pt", args.test, args.max_test)
     row = {"arch": arch, "seed": seed, "seconds_per_epoch": seconds, **errors}
     print(json.dumps(row), flush=True)
     return row
@@ -123,7 +129,13 @@ def run(arch: str, seed: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--element", default="Mo", choices=["Mo", "Ge"])
+    parser.add_argument("--element", default="Mo", help="mlearn set (Mo, Ge, ...)")
+    parser.add_argument("--name", help="name of the data set (default: element)")
+    parser.add_argument("--train", help="training extxyz (default: mlearn's)")
+    parser.add_argument("--test", help="test extxyz (default: mlearn's)")
+    parser.add_argument("--max-train", default="", help="first frames to train on")
+    parser.add_argument("--max-test", default="", help="first frames to test on")
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
@@ -131,12 +143,15 @@ def main() -> None:
     parser.add_argument("--workdir", default="accuracy-materials")
     parser.add_argument("-o", "--output", default="accuracy-materials.json")
     args = parser.parse_args()
+    args.train = args.train or str(DATA / f"{args.element}_training.xyz")
+    args.test = args.test or str(DATA / f"{args.element}_test.xyz")
 
     runs = [(arch, seed) for seed in args.seeds for arch in ("pet", "pet_ecse")]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: run(*job, args), runs))
     result = {
-        "element": args.element,
+        "element": args.name or args.element,
+        "batch_size": args.batch_size,
         "epochs": args.epochs,
         "learning_rate": args.learning_rate,
         "threads_per_training": 1,

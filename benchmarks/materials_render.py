@@ -54,7 +54,8 @@ def cost_table(result: dict) -> list[str]:
 
 def accuracy_table(result: dict) -> list[str]:
     lines = [
-        f"mlearn {result['element']}: default model hypers (cutoff 4.5 A), batch 4, "
+        f"{result['element']}: default model hypers (cutoff 4.5 A), batch "
+        f"{result.get('batch_size', 4)}, "
         f"{result['epochs']} epochs, learning rate {result['learning_rate']}, float32, "
         "one thread per training; errors on the whole test set through ASE. Mean "
         "over seeds, (min-max) in brackets.",
@@ -78,10 +79,28 @@ def accuracy_table(result: dict) -> list[str]:
     return lines
 
 
+def nve_table(result: dict) -> list[str]:
+    lines = [
+        f"Velocity Verlet, {result['timestep_fs']} fs, {result['steps']} steps, 300 K "
+        f"start, first mlearn {result['element']} test cell ({result['atoms']} atoms), "
+        "the seed-1 models of the accuracy runs.",
+        "",
+        "| model | largest total-energy excursion meV | drift meV / ps / atom |",
+        "|---|---|---|",
+    ]
+    for row in result["runs"]:
+        lines.append(
+            f"| {row['model']} | {row['max_excursion_mev']:.2f} "
+            f"| {row['drift_mev_per_ps_atom']:.3f} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cost", help="JSON of materials_measure.py")
     parser.add_argument("accuracy", nargs="*", help="JSON of accuracy_materials.py")
+    parser.add_argument("--nve", help="JSON of nve_materials.py")
     parser.add_argument("-o", "--output", default="docs/benchmarks-materials.md")
     args = parser.parse_args()
     lines = [
@@ -89,7 +108,8 @@ def main() -> None:
         "",
         "The default `pet_ecse` (ECSE token frames, trained in) against metatrain's "
         "`pet` with its defaults. Made by `benchmarks/materials_measure.py`, "
-        "`benchmarks/accuracy_materials.py` and `benchmarks/materials_render.py`.",
+        "`benchmarks/accuracy_materials.py`, `benchmarks/nve_materials.py` and "
+        "`benchmarks/materials_render.py`.",
         "",
         "## Cost, memory and exactness",
         "",
@@ -97,8 +117,11 @@ def main() -> None:
     ]
     for path in args.accuracy:
         result = json.loads(Path(path).read_text())
-        lines += ["", f"## Accuracy: mlearn {result['element']}", ""]
+        lines += ["", f"## Accuracy: {result['element']}", ""]
         lines += accuracy_table(result)
+    if args.nve:
+        lines += ["", "## Energy conservation (NVE)", ""]
+        lines += nve_table(json.loads(Path(args.nve).read_text()))
     text = "\n".join(lines) + "\n"
     Path(args.output).write_text(text)
     print(text)
