@@ -119,8 +119,15 @@ def evaluate(model: Path, test_file: str, count: str) -> dict:
 
 
 def run(arch: str, seed: int, args: argparse.Namespace) -> dict:
+    """One training and its test errors; a failed training is reported, and the
+    other runs go on."""
     folder = Path(args.workdir) / f"{arch}-seed{seed}"
-    seconds = train(folder, arch, seed, args)
+    try:
+        seconds = train(folder, arch, seed, args)
+    except subprocess.CalledProcessError:
+        row = {"arch": arch, "seed": seed, "error": f"see {folder / 'train.log'}"}
+        print(json.dumps(row), flush=True)
+        return row
     errors = evaluate(folder / "model.pt", args.test, args.max_test)
     row = {"arch": arch, "seed": seed, "seconds_per_epoch": seconds, **errors}
     print(json.dumps(row), flush=True)

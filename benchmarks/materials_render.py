@@ -65,7 +65,7 @@ def accuracy_table(result: dict) -> list[str]:
     ]
     means = {}
     for arch in ("pet", "pet_ecse"):
-        runs = [r for r in result["runs"] if r["arch"] == arch]
+        runs = [r for r in result["runs"] if r["arch"] == arch and "error" not in r]
         cells = []
         for key, _ in ACCURACY_KEYS:
             values = np.array([r[key] for r in runs])
@@ -115,8 +115,14 @@ def main() -> None:
         "",
         *cost_table(json.loads(Path(args.cost).read_text())),
     ]
+    merged: dict[str, dict] = {}  # runs of the same data set, e.g. seeds run apart
     for path in args.accuracy:
         result = json.loads(Path(path).read_text())
+        if result["element"] in merged:
+            merged[result["element"]]["runs"] += result["runs"]
+        else:
+            merged[result["element"]] = result
+    for result in merged.values():
         lines += ["", f"## Accuracy: {result['element']}", ""]
         lines += accuracy_table(result)
     if args.nve:
