@@ -25,8 +25,9 @@ def cost_table(result: dict) -> list[str]:
     lines = [
         f"Energy + forces through metatomic's ASE calculator, {result['threads']} "
         f"thread(s), medians of round-robin rounds; untrained default models "
-        f"(torch {result['torch']}). Memory: peak resident memory of one call in a "
-        "fresh process, growth over the loaded process (total in brackets).",
+        f"(torch {result['torch']}). Memory: peak resident memory of a second energy "
+        "+ forces call in a fresh process, as growth over the process before it "
+        "(total peak in brackets).",
         "",
         "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
         "| pet MB | pet_ecse MB | memory ratio | pet_ecse dE (rel) | dF eV/A "
