@@ -12,7 +12,7 @@ geometry only), and measures on rattled bcc supercells of 64 to 1000 atoms:
   and the total);
 - the rotation error of the ``pet_ecse`` export (energy relative, force max abs).
 
-Also a 9-atom and a 26-atom molecule (types H, C, N, O) for the molecule floor.
+Also a 9-atom and a 25-atom molecule (types H, C, N, O) for the molecule floor.
 Writes JSON; ``materials_render.py`` turns it into tables.
 
     OMP_NUM_THREADS=1 python benchmarks/materials_measure.py -o materials.json
@@ -46,7 +46,7 @@ def structure(name: str) -> ase.Atoms:
         atoms = atoms.repeat(CELLS[int(name[3:])])
     elif name == "ethanol":
         atoms = ase.build.molecule("CH3CH2OH")
-    else:  # a 26-atom molecule: two glycine-like fragments joined by a chain
+    else:  # "molecule-25": ethanol, acetamide and nitromethane, C5H14N2O4
         atoms = ase.build.molecule("CH3CH2OH")
         for shift, formula in [
             ((2.6, 0.4, 0.2), "CH3CONH2"),
@@ -185,7 +185,7 @@ def main() -> None:
             "mo": export_models([42], Path(folder)),
             "molecule": export_models([1, 6, 7, 8], Path(folder)),
         }
-        names = [f"mo-{size}" for size in args.sizes] + ["ethanol", "molecule-26"]
+        names = [f"mo-{size}" for size in args.sizes] + ["ethanol", "molecule-25"]
         for name in names:
             paths = models["mo" if name.startswith("mo-") else "molecule"]
             atoms = structure(name)

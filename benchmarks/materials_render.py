@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("cost", help="JSON of materials_measure.py")
     parser.add_argument("accuracy", nargs="*", help="JSON of accuracy_materials.py")
     parser.add_argument("--nve", help="JSON of nve_materials.py")
+    parser.add_argument("--notes", help="markdown appended as the page's notes")
     parser.add_argument("-o", "--output", default="docs/benchmarks-materials.md")
     args = parser.parse_args()
     lines = [
@@ -129,6 +130,8 @@ def main() -> None:
     if args.nve:
         lines += ["", "## Energy conservation (NVE)", ""]
         lines += nve_table(json.loads(Path(args.nve).read_text()))
+    if args.notes:
+        lines += ["", "## Notes", "", Path(args.notes).read_text().strip()]
     text = "\n".join(lines) + "\n"
     Path(args.output).write_text(text)
     print(text)
