@@ -46,6 +46,8 @@ class PETECSETests(ArchitectureTests):
             num_heads=1,
             num_attention_layers=1,
             num_gnn_layers=1,
+            d_node=None,
+            d_edge_embedding=4,
         )
         return hypers
 

@@ -98,10 +98,20 @@ def test_pet_ecse_export_switches_ecse_on_and_off(trained):
             "model.ckpt",
             "--method",
             "ecse",
+            "-o",
+            "ecse.pt",
+        ],
+        trained,
+    )
+    run(
+        [
+            str(BIN / "pet-ecse"),
+            "export",
+            "model.ckpt",
             "--frames",
             "structure",
             "-o",
-            "ecse.pt",
+            "structure.pt",
         ],
         trained,
     )
@@ -109,8 +119,9 @@ def test_pet_ecse_export_switches_ecse_on_and_off(trained):
     plain = energies(trained / "plain.pt", frames)
     symmetrized = energies(trained / "ecse.pt", frames)
     assert np.ptp(plain) > 1e-6
-    assert np.ptp(symmetrized) < 1e-9 * max(1.0, np.abs(symmetrized).max())
-    # mtt's own export follows the stored block (ECSE by default)
+    for exact in (symmetrized, energies(trained / "structure.pt", frames)):
+        assert np.ptp(exact) < 1e-9 * max(1.0, np.abs(exact).max())
+    # mtt's own export follows the stored block (ECSE token frames by default)
     np.testing.assert_allclose(energies(trained / "model.pt", frames), symmetrized)
 
 
