@@ -333,25 +333,20 @@ class PETECSE(ModelInterface[ModelHypers]):
             views = Views(
                 frames.group, frames.rotation, frames.weight, frames.isotropic
             )
+            # token frames: the views reach the edge embedding only
+            block_views: Optional[Views] = views
+            token_views: Optional[Views] = None
             if self.frames == "token":
-                return self.network(
-                    geometry,
-                    factors,
-                    graph.species,
-                    graph.neighbor_species,
-                    graph.reverse,
-                    None,
-                    targets,
-                    views,
-                )
+                block_views, token_views = None, views
             return self.network(
                 geometry,
                 factors,
                 graph.species,
                 graph.neighbor_species,
                 graph.reverse,
-                views,
+                block_views,
                 targets,
+                token_views,
             )
 
         frames = self.frame_builder.structure_frames(graph, n_systems)
