@@ -106,14 +106,15 @@ def copy_chunks(
             "`frames: token` (trained in), evaluate fewer structures at once, or "
             "raise max_copied_atoms if memory allows"
         )
-    ends = torch.cumsum(sizes, 0)
+    # one conversion to Python integers, not one tensor read per frame
+    ends: List[int] = torch.cumsum(sizes, 0).tolist()
     bounds: List[int] = [0]
     start_atoms = 0
-    for index in range(1, sizes.shape[0]):
-        if int(ends[index]) - start_atoms > max_atoms_per_pass:
+    for index in range(1, len(ends)):
+        if ends[index] - start_atoms > max_atoms_per_pass:
             bounds.append(index)
-            start_atoms = int(ends[index - 1])
-    bounds.append(sizes.shape[0])
+            start_atoms = ends[index - 1]
+    bounds.append(len(ends))
     return bounds
 
 
