@@ -154,6 +154,12 @@ class ModelHypers(TypedDict):
     average it, and the rest runs once. ``None`` feeds (x, y, z, r) to each
     block's linear geometry embedding (the paper, metatrain's ``pet``); ``token``
     frames then are not available."""
+    angular_bias_order: int = 4
+    """Degree of the angular bias of attention: every head adds
+    ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges
+    to neighbours j and k (Legendre polynomials of their angle, learnt weights
+    starting at zero). Invariant, so exact in every ECSE mode; ``0`` turns it off
+    (metatrain's ``pet``, checkpoints from before it)."""
     d_head: int = 128
     """Hidden width of the readout heads."""
     d_feedforward: int = 256

@@ -60,7 +60,7 @@ def last_layer_features_name(target: str) -> str:
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 5
+    __checkpoint_version__ = 6
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
