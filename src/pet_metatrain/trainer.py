@@ -111,6 +111,29 @@ def _without_log_messages(prefix: str):
         root.removeFilter(keep)
 
 
+def check_no_empty_structures(
+    datasets: List[Union[Dataset, torch.utils.data.Subset]], split: str
+) -> None:
+    """Refuse structures without atoms with a clear message (metatrain's scaler
+    and the neighbour list would fail on them with an obscure one). Data sets read
+    from disk are not read a second time for this."""
+    for number, dataset in enumerate(datasets):
+        base, indices = dataset, list(range(len(dataset)))
+        while isinstance(base, torch.utils.data.Subset):
+            indices = [int(base.indices[i]) for i in indices]
+            base = base.dataset
+        if not isinstance(base, Dataset):
+            continue
+        for index in indices:
+            if len(base[index]["system"]) == 0:
+                which = f" {number}" if len(datasets) > 1 else ""
+                raise ValueError(
+                    f"structure {index} (counting from 0) of the file of the "
+                    f"{split} set{which} has no atoms: remove empty structures "
+                    "from the data"
+                )
+
+
 def _init_process_group(device: torch.device, port: int) -> tuple:
     """One process per SLURM task: NCCL on GPUs (metatrain's set-up), gloo on
     CPUs. Returns (device, world size, rank)."""
@@ -182,6 +205,8 @@ class Trainer(TrainerInterface[TrainerHypers]):
             device, world_size, rank = devices[0], 1, 0
         logging.info(f"Training on {world_size} process(es), {device}, {dtype}")
 
+        check_no_empty_structures(train_datasets, "training")
+        check_no_empty_structures(val_datasets, "validation")
         model.to(device=device, dtype=dtype)
         # composition weights can be large: keep them and the scales in float64
         for additive_model in model.additive_models:
