@@ -382,8 +382,12 @@ def test_unknown_atomic_type(trained):
     atoms = atoms.copy()
     atoms.numbers[0] = 1  # hydrogen: not in the training set
     atoms.calc = calculator(trained / "model.pt")
-    with pytest.raises(ValueError, match="atomic type '?1'?"):
+    with pytest.raises(ValueError, match="atomic type '?1'?") as error:
         atoms.get_potential_energy()
+    # docs/troubleshooting.md quotes what the user sees
+    quoted = str(error.value).replace("'1'", "'Z'")
+    troubleshooting = Path(__file__).parents[1] / "docs" / "troubleshooting.md"
+    assert f"`{quoted}`" in troubleshooting.read_text()
 
 
 def test_model_refuses_unknown_atomic_type(trained):
