@@ -125,7 +125,8 @@ def section_inference(pairs, systems, repeats, max_memory_mb) -> dict:
                         mem=result["frames"] * (plain["mem"] or 0.0),
                         note=f"estimated: {result['frames']} frames x plain (not run)",
                     )
-                _log_result(f"{pair_name} {system_name:10s} {mode:14s}", result, 1)
+                label = f"{pair_name} {system_name:10s} {mode:14s}"
+                _log_result(label, result, len(atoms))
             results[pair_name][system_name] = measured
     return results
 
