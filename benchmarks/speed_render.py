@@ -94,10 +94,11 @@ def models_section(r: Results) -> list[str]:
     matched = hyp["matched"]["pet_ecse"]
     text = (
         "`matched`: metatrain's `pet` with its defaults "
-        f"({_shape(hyp['matched']['pet'])}) and `pet_ecse` at its defaults, `pet`'s layout plus the shared edge "
-        f"embedding (d_edge_embedding {matched['d_edge_embedding']}) and the "
-        f"angular attention bias (order {matched['angular_bias_order']}), whose node width "
-        "`d_node`, searched in multiples of 8 from d_pet upwards, comes closest to "
+        f"({_shape(hyp['matched']['pet'])}) and `pet_ecse` at its defaults, "
+        "`pet`'s layout plus the shared edge embedding (d_edge_embedding "
+        f"{matched['d_edge_embedding']}) and the angular attention bias (order "
+        f"{matched['angular_bias_order']}), whose node width `d_node`, searched in "
+        "multiples of 8 from d_pet upwards, comes closest to "
         f"`pet`'s parameter count: {_shape(matched)}. `paper`: "
         f"`pet_ecse` in the paper's configuration ({_shape(hyp['paper']['pet_ecse'])}"
         ", cosine cutoff of width 0.2, no edge embedding, no angular bias), not "
