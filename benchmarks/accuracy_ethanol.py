@@ -50,6 +50,7 @@ from accuracy_mtt import (
 
 
 def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -12,6 +12,7 @@ from accuracy_mtt import log, run_quiet
 
 
 def calculator(path):
+    """``MetatomicCalculator`` of an exported model on the CPU."""
     from metatomic_ase import MetatomicCalculator
 
     return MetatomicCalculator(str(path), device="cpu")
@@ -30,6 +31,8 @@ def predict(calc, frames, chunk=25):
 
 
 def test_errors(calc, frames):
+    """Energy (total and per atom) and force MAE and RMSE of ``calc`` on ``frames``
+    (meV, meV/Å) and the seconds the evaluation took."""
     start = time.perf_counter()
     energies, forces = predict(calc, frames)
     seconds = time.perf_counter() - start
@@ -49,6 +52,7 @@ def test_errors(calc, frames):
 
 
 def random_rotations(count, seed):
+    """``count`` random rotation matrices (scipy, seeded)."""
     from scipy.spatial.transform import Rotation
 
     return Rotation.random(count, random_state=seed).as_matrix()

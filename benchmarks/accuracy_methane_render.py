@@ -59,6 +59,7 @@ CSV_COLUMNS = list(
 
 
 def _ratio(a, b):
+    """``a / b`` as ``1.23×``."""
     return f"{a / b:.2f}×"
 
 
@@ -82,6 +83,8 @@ def trivial_baseline(data_dir):
 
 
 def interpretation(rows, meta, baseline):
+    """The interpretation paragraphs: errors against ``pet``, the trivial baseline
+    and the paper, for both sets of weights; rotational error and cost."""
     pet, plain, ecse = common._pick(rows, "best")
     best = min((pet, plain, ecse), key=lambda row: row["energy_rmse_meV"])
     best_rmse = best["energy_rmse_meV"]
@@ -142,6 +145,7 @@ def interpretation(rows, meta, baseline):
 
 
 def write_report(rows, meta, md_path, csv_path):
+    """Write the CSV and the markdown page; returns (tables, interpretation)."""
     for row in rows:
         # every structure has N_ATOMS atoms (checked in main)
         row["energy_rmse_meV_per_atom"] = row["energy_rmse_meV"] / N_ATOMS

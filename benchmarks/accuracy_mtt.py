@@ -62,6 +62,7 @@ TRAINING = {
 
 
 def log(message):
+    """Print ``message`` with the time of day."""
     now = datetime.datetime.now().strftime("%H:%M:%S")
     print(f"[{now}] {message}", flush=True)
 
@@ -99,6 +100,7 @@ def snapshot_source(workdir, fresh):
 
 
 def thread_env():
+    """The environment of subprocesses: one thread, the source snapshot first."""
     env = dict(os.environ)
     if SNAPSHOT is not None:
         env["PYTHONPATH"] = os.pathsep.join(
@@ -295,6 +297,7 @@ def validation_curve(workdir, arch):
 
 
 def add_validation(rows, workdir):
+    """Add the first and last validation errors of each row's training run."""
     for row in rows:
         curve = validation_curve(workdir, row["arch"])
         if curve:
@@ -304,6 +307,7 @@ def add_validation(rows, workdir):
 
 
 def _load_checkpoint(path):
+    """A metatrain checkpoint (a dict), on the CPU."""
     import metatomic.torch  # noqa: F401  (classes stored in the checkpoint)
 
     return torch.load(path, weights_only=False, map_location="cpu")
@@ -325,6 +329,8 @@ def last_epoch_checkpoint(path, output):
 
 
 def run_quiet(command, cwd):
+    """Run ``command`` in ``cwd`` with ``thread_env``; raise with its output if it
+    fails."""
     result = subprocess.run(
         command, cwd=cwd, env=thread_env(), capture_output=True, text=True
     )
@@ -338,6 +344,7 @@ def run_quiet(command, cwd):
 
 
 def command_line(script="benchmarks/accuracy_ethanol.py"):
+    """This run's command line, under the name ``script``."""
     return " ".join([f"python {script}"] + sys.argv[1:])
 
 
@@ -372,6 +379,7 @@ def train_architectures(args, train_xyz, test_xyz, validation, atomic_types, scr
         stats[arch] = {}
 
     def train(arch, epochs, folder):
+        """``mtt train`` of ``arch`` for ``epochs`` in ``workdir / folder``."""
         opts = options(
             arch, run["hypers"][arch], epochs, train_xyz, test_xyz, False, validation
         )

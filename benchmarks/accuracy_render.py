@@ -46,12 +46,14 @@ COLUMNS = list(
 
 
 def fmt(value, spec):
+    """``value`` formatted with ``spec`` (an en dash for None and NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return spec.format(value)
 
 
 def markdown_table(rows, columns):
+    """A markdown table of ``rows`` with ``columns`` (key, title, format)."""
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
@@ -61,11 +63,13 @@ def markdown_table(rows, columns):
 
 
 def _pick(rows, weights):
+    """The ``pet``, plain and ECSE rows of ``weights`` (best or last)."""
     by = {row["model"]: row for row in rows if row["weights_kind"] == weights}
     return by["pet"], by["pet_ecse (plain)"], by["pet_ecse (ECSE)"]
 
 
 def floors(rows, weights):
+    """(ECSE force MAE <= ``pet``'s, ECSE within 3% of plain) for ``weights``."""
     pet, plain, ecse = _pick(rows, weights)
     return (
         ecse["force_mae_meV_A"] <= pet["force_mae_meV_A"],
@@ -74,6 +78,7 @@ def floors(rows, weights):
 
 
 def _holds(ok):
+    """Bold ``holds`` or ``does not hold``."""
     return "**holds**" if ok else "**does not hold**"
 
 
@@ -113,6 +118,8 @@ def rotation_and_cost_text(rows, molecule="ethanol"):
 
 
 def interpretation(rows):
+    """The interpretation: budget, the floors for both sets of weights, rotational
+    error and cost."""
     text = [budget_text(rows)]
     for weights in ("best", "last"):
         pet, plain, ecse = _pick(rows, weights)
@@ -208,6 +215,7 @@ def write_csv(rows, csv_path, columns=COLUMNS):
 
 
 def write_report(rows, meta, md_path, csv_path):
+    """Write the CSV and the markdown page; returns (tables, interpretation)."""
     write_csv(rows, csv_path)
 
     arch_rows = [

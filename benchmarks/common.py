@@ -103,6 +103,7 @@ def status_mb(key: str) -> float:
 
 
 def _can_reset_peak() -> bool:
+    """Whether the peak resident set can be reset (Linux ``clear_refs``)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         status_mb("VmHWM")
@@ -266,6 +267,7 @@ def write_json(path, data) -> None:
 
 
 def _no_nan(value):
+    """``value`` with non-finite floats as None (JSON null)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -64,6 +64,7 @@ SUMMARY_KEYS = (
 
 
 def _log_result(label: str, result: dict, n: int) -> None:
+    """Log one result: CPU and wall ms, ms per atom of ``n`` atoms, peak MB."""
     if result["status"] not in ("measured", "estimated"):
         log(f"  {label} {result['status']}: {result.get('note', '')}")
         return

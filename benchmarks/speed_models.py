@@ -77,6 +77,7 @@ SHAPE_KEYS = (
 
 
 def _molecule(atoms: ase.Atoms) -> ase.Atoms:
+    """A copy of ``atoms`` without cell and periodicity."""
     atoms = atoms.copy()
     atoms.pbc = False
     atoms.cell = np.zeros((3, 3))

@@ -20,6 +20,7 @@ CUTOFF = 4.5
 
 
 def _profile(r: Results, pair: str, mode: str = "ecse-atom") -> dict | None:
+    """The profile of ``pair`` in ``mode``, if any."""
     return next(
         (p for p in r.profiles if p["pair"] == pair and p.get("mode", mode) == mode),
         None,

@@ -12,6 +12,7 @@ MARKERS = {"pet": "o", "plain": "s", "ecse-atom": "^", "ecse-token": "v"}
 
 
 def _save(fig, path: Path) -> Path:
+    """Save ``fig`` to ``path`` (tight layout, 120 dpi)."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path

@@ -56,6 +56,7 @@ def _fill(text: str, **fields) -> str:
 
 
 def _shape(h: dict) -> str:
+    """The widths, heads, layers and featurizer of hypers ``h``."""
     return (
         f"d_pet {h['d_pet']}, d_head {h['d_head']}, {h['num_heads']} heads, "
         f"d_feedforward {h['d_feedforward']} ({h['activation']}), {layers(h)} layers, "

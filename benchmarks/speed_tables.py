@@ -149,6 +149,7 @@ def atom_frames_growth(r: Results, mode: str = "ecse-atom"):
 
 
 def _floor_row(label, value, wall, floor, at_most=True) -> tuple:
+    """A row of the floors table: label, value, wall ratio, bound, PASS/FAIL."""
     passes = value <= floor if at_most else value >= floor
     bound = f"<= {floor:g}" if at_most else f">= {floor:g}"
     return (label, f"{value:.2f}", wall, bound, "PASS" if passes else "FAIL")
