@@ -308,7 +308,9 @@ def page(r: Results, images: dict, commands: list[str]) -> str:
     if r.quadrature:
         parts.append(quadrature_section(r, images))
     notes = [f"- {note}" for note in observations(r)]
-    parts.append(["## Observations: where the time goes", "", *notes])
+    parts.append(
+        ["## Observations: where the time goes, and possible fixes", "", *notes]
+    )
     parts += [profile_section(p) for p in r.profiles]
     memory = _fill(texts["memory"], cap=f"{r.speed['max_memory_gb']:g}")
     if not r.speed.get("memory_measured", True):

@@ -18,12 +18,17 @@ PAPER_MODE = "plain, paper defaults"
 LOOP_ADAM_MODE = "plain, torch's Adam"
 ECSE_MODES = ["ecse-structure", "ecse-atom", "ecse-token"]
 PER_ATOM_MODES = ["ecse-atom", "ecse-token"]
+MEASURED = {"mem", "cpu", "wall", "sys", "first"}
 
 
 def _nan(value):
-    """JSON nulls (NaN written by the measuring scripts) back to NaN."""
+    """JSON nulls of measured quantities (NaN written by the measuring scripts,
+    e.g. peak memory where it cannot be measured) back to NaN."""
     if isinstance(value, dict):
-        return {k: float("nan") if v is None else _nan(v) for k, v in value.items()}
+        return {
+            k: float("nan") if v is None and k in MEASURED else _nan(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_nan(v) for v in value]
     return value
