@@ -38,10 +38,9 @@ from pathlib import Path
 
 import ase.io
 import torch
-from accuracy_eval import evaluate_models, export_models
+from accuracy_eval import add_validation, evaluate_models, export_models
 from accuracy_mtt import (
     ARCHS,
-    add_validation,
     command_line,
     log,
     snapshot_source,

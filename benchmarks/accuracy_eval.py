@@ -2,12 +2,15 @@
 ``MetatomicCalculator``, the rotational error over random rotations and the cost
 of one energy + forces call, of the exported models (``export_models``: ``pet``
 with ``mtt export``; ``pet_ecse`` plain and with ECSE through ``pet-ecse
-export``), with the weights of the best and of the last epoch.
+export``), with the weights of the best and of the last epoch; the epochs of a
+checkpoint and the validation errors of a training run (from its ``train.log``).
 """
 
+import re
 import time
 
 import numpy as np
+import torch
 from accuracy_mtt import log, run_quiet
 
 
@@ -104,8 +107,6 @@ def export_models(workdir) -> list[tuple]:
     """Export the trained models of ``workdir`` with the weights ``mtt export``
     uses (best validation metric) and with those of the last epoch: [(label,
     arch, weights, model path, checkpoint path)]."""
-    from accuracy_mtt import last_epoch_checkpoint
-
     pet_dir, ecse_dir = workdir / "train_pet", workdir / "train_pet_ecse"
     for directory in (pet_dir, ecse_dir):
         last_epoch_checkpoint(directory / "model.ckpt", directory / "last.ckpt")
@@ -131,7 +132,7 @@ def export_models(workdir) -> list[tuple]:
 def evaluate_models(models, run, test_frames, rot_structures, args) -> list[dict]:
     """One row per exported model: test errors, rotational error (``args.rot_count``
     rotations of ``rot_structures``) and cost (``args.timing_calls`` calls)."""
-    from accuracy_mtt import SEED, checkpoint_epochs
+    from accuracy_mtt import SEED
 
     rotations = random_rotations(args.rot_count, SEED)
     rows, costs = [], {}
@@ -163,3 +164,53 @@ def evaluate_models(models, run, test_frames, rot_structures, args) -> list[dict
     for row in rows:
         row["best_epoch"] = best_epochs[row["model"]]
     return rows
+
+
+_VALIDATION = re.compile(
+    r"Epoch:?\s+(\d+).*validation energy MAE \(per atom\):\s+([0-9.]+) meV"
+    r".*validation forces MAE:\s+([0-9.]+) meV/A"
+)
+
+
+def validation_curve(workdir, arch):
+    """[(epoch, validation energy MAE per atom, validation force MAE)] of the
+    training run of ``arch`` (meV/atom, meV/A), from its ``train.log``."""
+    logs = sorted((workdir / f"train_{arch}").glob("outputs/*/*/train.log"))
+    curve = []
+    for line in logs[-1].read_text().splitlines() if logs else []:
+        match = _VALIDATION.search(line)
+        if match:
+            curve.append((int(match.group(1)), *map(float, match.groups()[1:])))
+    return curve
+
+
+def add_validation(rows, workdir):
+    """Add the first and last validation errors of each row's training run."""
+    for row in rows:
+        curve = validation_curve(workdir, row["arch"])
+        if curve:
+            row["val_force_mae_first_epoch_meV_A"] = curve[0][2]
+            row["val_force_mae_last_epoch_meV_A"] = curve[-1][2]
+            row["val_energy_mae_last_epoch_meV_per_atom"] = curve[-1][1]
+
+
+def _load_checkpoint(path):
+    """A metatrain checkpoint (a dict), on the CPU."""
+    import metatomic.torch  # noqa: F401  (classes stored in the checkpoint)
+
+    return torch.load(path, weights_only=False, map_location="cpu")
+
+
+def checkpoint_epochs(path):
+    """(epoch of the weights exported from it, last epoch) of a checkpoint."""
+    ckpt = _load_checkpoint(path)
+    return ckpt.get("best_epoch"), ckpt.get("epoch")
+
+
+def last_epoch_checkpoint(path, output):
+    """Copy of a checkpoint whose "best" weights (those ``mtt export`` and
+    ``pet-ecse export`` use) are the weights of the last epoch."""
+    ckpt = _load_checkpoint(path)
+    ckpt["best_model_state_dict"] = ckpt["model_state_dict"]
+    ckpt["best_epoch"] = ckpt["epoch"]
+    torch.save(ckpt, output)

@@ -278,56 +278,6 @@ def per_epoch(marks):
     return (epochs[-1][1] - epochs[0][1]) / n, (epochs[-1][2] - epochs[0][2]) / n
 
 
-_VALIDATION = re.compile(
-    r"Epoch:?\s+(\d+).*validation energy MAE \(per atom\):\s+([0-9.]+) meV"
-    r".*validation forces MAE:\s+([0-9.]+) meV/A"
-)
-
-
-def validation_curve(workdir, arch):
-    """[(epoch, validation energy MAE per atom, validation force MAE)] of the
-    training run of ``arch`` (meV/atom, meV/A), from its ``train.log``."""
-    logs = sorted((workdir / f"train_{arch}").glob("outputs/*/*/train.log"))
-    curve = []
-    for line in logs[-1].read_text().splitlines() if logs else []:
-        match = _VALIDATION.search(line)
-        if match:
-            curve.append((int(match.group(1)), *map(float, match.groups()[1:])))
-    return curve
-
-
-def add_validation(rows, workdir):
-    """Add the first and last validation errors of each row's training run."""
-    for row in rows:
-        curve = validation_curve(workdir, row["arch"])
-        if curve:
-            row["val_force_mae_first_epoch_meV_A"] = curve[0][2]
-            row["val_force_mae_last_epoch_meV_A"] = curve[-1][2]
-            row["val_energy_mae_last_epoch_meV_per_atom"] = curve[-1][1]
-
-
-def _load_checkpoint(path):
-    """A metatrain checkpoint (a dict), on the CPU."""
-    import metatomic.torch  # noqa: F401  (classes stored in the checkpoint)
-
-    return torch.load(path, weights_only=False, map_location="cpu")
-
-
-def checkpoint_epochs(path):
-    """(epoch of the weights exported from it, last epoch) of a checkpoint."""
-    ckpt = _load_checkpoint(path)
-    return ckpt.get("best_epoch"), ckpt.get("epoch")
-
-
-def last_epoch_checkpoint(path, output):
-    """Copy of a checkpoint whose "best" weights (those ``mtt export`` and
-    ``pet-ecse export`` use) are the weights of the last epoch."""
-    ckpt = _load_checkpoint(path)
-    ckpt["best_model_state_dict"] = ckpt["model_state_dict"]
-    ckpt["best_epoch"] = ckpt["epoch"]
-    torch.save(ckpt, output)
-
-
 def run_quiet(command, cwd):
     """Run ``command`` in ``cwd`` with ``thread_env``; raise with its output if it
     fails."""
