@@ -17,9 +17,9 @@ quadrature comparison are ``speed_frames.py``, profiles ``speed_profile.py``.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/speed_measure.py -o speed.json
-    # smoke run (a minute or two): two molecules, the 64-atom cell
+    # smoke run (~2.5 CPU minutes): two molecules, the 64- and 216-atom cells
     python benchmarks/speed_measure.py --quick --molecules methane ethanol \\
-        --cells 64 --matched-systems methane ethanol -o /tmp/speed.json
+        --cells 64 216 --matched-systems methane ethanol -o /tmp/speed.json
 
 Options: ``--quick`` (fewer repeats, 3 training rounds, no 1000-atom cell),
 ``--sections`` (any of inference ase training allocator), ``--cells`` (diamond
