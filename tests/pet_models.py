@@ -75,9 +75,13 @@ def random_pet(seed: int = 0, with_dipole: bool = False, **changes):
     model = import_architecture("pet").__model__(
         pet_hypers(**changes), dataset_info(with_dipole)
     )
+    # torch's initialization, perturbed so that biases and norms are not 0 or 1.
+    # Not larger: pet masks padding with log(1e-15) in the attention scores, not
+    # -inf, so weights large enough for score differences near 34 let padding
+    # leak into its predictions (which then depend on the padding of the batch)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.normal_(0.0, 0.5)
+            parameter.add_(0.1 * torch.randn_like(parameter))
     composition = model.additive_models[0]
     _randomize_tensor_maps(
         composition, ["_composition_buffer"], [composition.model.weights], seed

@@ -119,9 +119,9 @@ def _merged_lora(model: torch.nn.Module) -> None:
             if isinstance(child, LoRALinear):
                 linear = child.linear
                 with torch.no_grad():
-                    linear.weight += child.scaling * (
-                        child.lora_B.weight @ child.lora_A.weight
-                    )
+                    update = child.lora_B.weight.double() @ child.lora_A.weight.double()
+                    merged = linear.weight.double() + child.scaling * update
+                    linear.weight.copy_(merged.to(linear.weight.dtype))
                 setattr(module, name, linear)
 
 
