@@ -208,3 +208,13 @@ def test_other_architectures_and_newer_versions_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="newer than metatrain"):
         main(["convert", str(path), "-o", str(output)])
     assert not output.exists()
+
+
+def test_version_6_upgrade_has_no_bond_bias():
+    path = REFERENCE.parent / "model-v6_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    assert checkpoint["model_data"]["model_hypers"]["bond_bias"] is False
+    model = model_from_checkpoint(checkpoint, context="export")
+    assert len(model.network.bond_biases) == 0
+    assert model.network.last_layers["energy"].bias is not None
