@@ -218,3 +218,38 @@ def test_version_6_upgrade_has_no_bond_bias():
     model = model_from_checkpoint(checkpoint, context="export")
     assert len(model.network.bond_biases) == 0
     assert model.network.last_layers["energy"].bias is not None
+
+
+def test_unreadable_file_is_refused(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot read it") as error:
+        main(["convert", str(path), "-o", str(tmp_path / "out.ckpt")])
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_unsupported_targets_are_refused():
+    """A rank-2 Cartesian target (pet's non-conservative stress)."""
+    from metatrain.utils.architectures import import_architecture
+    from metatrain.utils.data import DatasetInfo
+    from metatrain.utils.data.target_info import get_generic_target_info
+    from pet_models import dataset_info, pet_hypers
+
+    targets = dict(dataset_info().targets)
+    targets["non_conservative_stress"] = get_generic_target_info(
+        "non_conservative_stress",
+        {
+            "quantity": "pressure",
+            "unit": "",
+            "type": {"cartesian": {"rank": 2}},
+            "num_subtargets": 1,
+            "per_atom": False,
+            "sample_kind": "system",
+        },
+    )
+    info = DatasetInfo(length_unit="angstrom", atomic_types=[1, 6], targets=targets)
+    checkpoint = import_architecture("pet").__model__(pet_hypers(), info)
+    checkpoint = checkpoint.get_checkpoint()
+    with pytest.raises(ConversionError, match="rank 2"):
+        convert_checkpoint(checkpoint)

@@ -260,7 +260,12 @@ def _load_pet(checkpoint: Dict[str, Any]) -> torch.nn.Module:
             "metatrain"
         )
     check_hypers(_upgraded_hypers(checkpoint))
-    model = model_from_checkpoint(copy.copy(checkpoint), context="export")
+    try:
+        model = model_from_checkpoint(copy.copy(checkpoint), context="export")
+    except Exception as error:
+        raise ConversionError(
+            f"metatrain cannot read it: {_first_line(error)}"
+        ) from None
     _merged_lora(model)
     return model
 
@@ -284,8 +289,8 @@ def convert_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     dataset_info = pet.dataset_info
     try:
         model = PETECSE(hypers, dataset_info)
-    except ValueError as error:
-        raise ConversionError(str(error)) from None
+    except Exception as error:
+        raise ConversionError(_first_line(error)) from None
     state = converted_state_dict(
         {k: v for k, v in pet.state_dict().items()}, dict(pet.hypers), pet.target_names
     )
@@ -302,9 +307,17 @@ def convert_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return converted
 
 
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def convert_file(path: str, output: str) -> Path:
     """Convert the pet checkpoint at ``path``; writes ``output`` only on success."""
-    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+    try:
+        checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as error:
+        raise ConversionError(f"cannot read it: {_first_line(error)}") from None
     converted = convert_checkpoint(checkpoint)
     destination = Path(output).with_suffix(".ckpt").absolute()
     torch.save(converted, destination)
