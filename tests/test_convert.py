@@ -106,6 +106,17 @@ def test_exports_agree(tmp_path):
             results.append((copy_.get_potential_energy(), copy_.get_forces()))
         assert relative(results[0][0], results[1][0]) < 1e-10
         assert relative(results[0][1], results[1][1]) < 1e-10
+    # and symmetrized by `pet-ecse export --method ecse` (structure frames)
+    ecse = str(tmp_path / "ours.pt")
+    main(["export", str(tmp_path / "ours.ckpt"), "--method", "ecse", "-o", ecse])
+    calculator = MetatomicCalculator(ecse, device="cpu")
+    energies = []
+    for seed in range(2):
+        rotation = random_rotation(np.random.default_rng(seed))
+        copy_ = rotated(molecule(), rotation)
+        copy_.calc = calculator
+        energies.append(copy_.get_potential_energy())
+    assert relative(energies[0], energies[1]) < 1e-12
 
 
 def test_lora_finetuned_pet_is_merged():
