@@ -181,3 +181,48 @@ def test_mtt_train_finetunes_a_pet_checkpoint_with_ecse(tmp_path):
     assert torch.equal(before[name], after[name])
     head = "network.last_layers.energy.weight"
     assert not torch.equal(before[head], after[head])
+
+
+@pytest.mark.slow
+def test_mtt_train_transfers_a_pet_checkpoint_to_a_new_target(tmp_path):
+    """Another level of theory: a new target with its own heads, inherited from
+    pet's energy, all weights trained."""
+    torch.save(random_pet(seed=2).get_checkpoint(), tmp_path / "pet.ckpt")
+    write(tmp_path / "data.xyz", molecules(8))
+    target = {"quantity": "energy", "key": "energy", "unit": "eV"}
+    options = {
+        "seed": 0,
+        "base_precision": 32,
+        "architecture": {
+            "name": "pet_ecse",
+            "training": {
+                "num_epochs": 1,
+                "batch_size": 4,
+                "finetune": {
+                    "read_from": "pet.ckpt",
+                    "method": "full",
+                    "inherit_heads": {"mtt::energy_pbe0": "energy"},
+                },
+            },
+        },
+        "training_set": {
+            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
+            "targets": {"mtt::energy_pbe0": target},
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+    }
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump(options))
+    result = subprocess.run(
+        [str(BIN / "mtt"), "train", "options.yaml"],
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = model_from_checkpoint(
+        torch.load(tmp_path / "model.ckpt", weights_only=False), "export"
+    )
+    assert "mtt::energy_pbe0" in model.target_names
+    assert model.finetune_config["inherit_heads"] == {"mtt::energy_pbe0": "energy"}
