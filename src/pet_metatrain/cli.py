@@ -179,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
         "cutoff, at most 10)",
     )
     _add_protocol_options(symmetrize)
+
+    convert = commands.add_parser(
+        "convert", help="turn a metatrain `pet` checkpoint into a pet_ecse one"
+    )
+    convert.add_argument("checkpoint", help="a metatrain pet .ckpt file")
+    convert.add_argument("-o", "--output", help="default: <stem>-pet_ecse.ckpt")
     return parser
 
 
@@ -222,7 +228,18 @@ def error_line(error: BaseException) -> str:
 def _run(args: Dict[str, Any]) -> None:
     command = args.pop("command")
     output = args.pop("output")
-    if command == "export":
+    if command == "convert":
+        from .convert import ConversionError, convert_file
+
+        checkpoint = args.pop("checkpoint")
+        try:
+            path = convert_file(
+                checkpoint, output or Path(checkpoint).stem + "-pet_ecse.ckpt"
+            )
+        except ConversionError as error:
+            raise SystemExit(f"pet-ecse convert: {checkpoint}: {error}") from None
+        logging.info(f"converted {checkpoint} to {path}")
+    elif command == "export":
         checkpoint = args.pop("checkpoint")
         overrides = {k: v for k, v in args.items() if v is not None}
         path = export_checkpoint(

@@ -49,6 +49,7 @@ from torch.utils.data import DistributedSampler
 
 from . import checkpoints
 from .documentation import TrainerHypers
+from .finetuning import apply_finetuning
 from .interruption import StopRequests
 from .model import PETECSE
 
@@ -208,6 +209,18 @@ class Trainer(TrainerInterface[TrainerHypers]):
         check_no_empty_structures(train_datasets, "training")
         check_no_empty_structures(val_datasets, "validation")
         model.to(device=device, dtype=dtype)
+        if hypers["finetune"]["read_from"] is not None:
+            # inherit_heads copies weights once, when fine-tuning starts
+            model = apply_finetuning(
+                model,
+                hypers["finetune"],
+                apply_inherit_heads=self.optimizer_state_dict is None,
+            )
+            logging.info(
+                f"Fine-tuning method {model.finetune_config['method']}: "
+                f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} "
+                "trainable parameters"
+            )
         # composition weights can be large: keep them and the scales in float64
         for additive_model in model.additive_models:
             additive_model.to(dtype=torch.float64)
@@ -255,7 +268,9 @@ class Trainer(TrainerInterface[TrainerHypers]):
             config=cast(Dict[str, LossSpecification], hypers["loss"]),
         )
         optimizer = make_optimizer(
-            model.parameters(), hypers["learning_rate"], hypers["weight_decay"]
+            [p for p in model.parameters() if p.requires_grad],
+            hypers["learning_rate"],
+            hypers["weight_decay"],
         )
         scheduler = warmup_cosine_schedule(
             optimizer,

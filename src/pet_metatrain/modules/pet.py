@@ -239,6 +239,11 @@ class PETNetwork(torch.nn.Module):
             ]
         )
         self.last_layers = torch.nn.ModuleDict({})
+        # metatrain ``pet``'s layout (converted models): its bond last layers
+        # have a bias, which it adds once per neighbour weighted by the cutoff
+        # factor, i.e. ``b sum_j c_ij``; and its vector targets have biases
+        self.bond_bias = bool(hypers.get("bond_bias", False))
+        self.bond_biases = torch.nn.ModuleDict({})
         self.output_shapes: Dict[str, List[int]] = {}
         self.is_vector: Dict[str, bool] = {}
 
@@ -254,8 +259,11 @@ class PETNetwork(torch.nn.Module):
         # a bias lets scalar targets shift freely (an offset learnt through the
         # weights alone lingered for epochs); vectors get none, it would orient them
         self.last_layers[name] = torch.nn.Linear(
-            2 * len(readout) * self.d_head, size, bias=not is_vector
+            2 * len(readout) * self.d_head, size, bias=self.bond_bias or not is_vector
         )
+        if self.bond_bias:
+            # applied to sum_j c_ij [n, 1]: the bias of every edge's contribution
+            self.bond_biases[name] = torch.nn.Linear(1, size, bias=False)
         self.output_shapes[name] = shape
         self.is_vector[name] = is_vector
 
@@ -506,6 +514,15 @@ class PETNetwork(torch.nn.Module):
             if name in head_features:
                 last_layer_features[name] = torch.cat(head_features[name], dim=1)
                 raw_predictions[name] = last_layer(last_layer_features[name])
+        if self.bond_bias:
+            factor_sums = factors.sum(dim=1, keepdim=True)
+            if views is not None:
+                factor_sums = factor_sums[views.atom]
+            for name, bond_bias in self.bond_biases.items():
+                if name in raw_predictions:
+                    raw_predictions[name] = raw_predictions[name] + bond_bias(
+                        factor_sums
+                    )
         lab_frames: Optional[torch.Tensor] = None
         if token_views is not None:
             # sum_f w_f F_f [n_atoms, 3, 3]: co-rotates with the structure
