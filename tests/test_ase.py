@@ -1,74 +1,27 @@
 """An exported ``pet_ecse`` model in ASE, through ``metatomic_ase``.
 
-A tiny float64 model is trained once (``mtt train``) on periodic Cu-Au cells with
-energies, forces and stress; its ``model.pt`` runs ECSE, so it is exactly
-rotationally equivariant.
+The tiny float64 model trained once for the session (``trained_tiny``: periodic
+Cu-Au cells with energies, forces and stress); its ``model.pt`` runs ECSE, so it is
+exactly rotationally equivariant.
 """
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import ase
 import ase.io
 import numpy as np
 import pytest
-import yaml
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
+from commands import run
 from datasets import example_structures
+from models import random_rotation
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("ase-model")
-    ase.io.write(directory / "data.xyz", example_structures(16, seed=2))
-    options = {
-        "seed": 1,
-        "base_precision": 64,
-        "final_eval": False,
-        "architecture": {
-            "name": "pet_ecse",
-            "model": {
-                "cutoff": 4.0,
-                "d_pet": 8,
-                "d_head": 8,
-                "d_feedforward": 16,
-                "num_heads": 2,
-                "num_attention_layers": 1,
-                "num_gnn_layers": 1,
-            },
-            "training": {"batch_size": 4, "num_epochs": 2, "learning_rate": 3e-3},
-        },
-        "training_set": {
-            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
-            "targets": {
-                "energy": {
-                    "key": "energy",
-                    "unit": "eV",
-                    "forces": {"key": "forces"},
-                    "stress": {"key": "stress"},
-                }
-            },
-        },
-        "validation_set": 0.25,
-        "test_set": 0.0,
-    }
-    (directory / "options.yaml").write_text(yaml.safe_dump(options))
-    mtt = Path(sys.executable).parent / "mtt"
-    result = subprocess.run(
-        [str(mtt) if mtt.exists() else shutil.which("mtt"), "train", "options.yaml"],
-        cwd=directory,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return directory / "model.pt"
+def model_path(trained_tiny) -> Path:
+    return trained_tiny / "model.pt"
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +55,6 @@ def with_calculator(atoms: ase.Atoms, calculator) -> ase.Atoms:
 def energy(atoms: ase.Atoms) -> float:
     atoms.calc.reset()
     return atoms.get_potential_energy()
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    matrix, triangle = np.linalg.qr(rng.normal(size=(3, 3)))
-    matrix *= np.sign(np.diag(triangle))
-    if np.linalg.det(matrix) < 0:
-        matrix[:, 0] *= -1
-    return matrix
 
 
 def test_single_point(calculator):
@@ -239,27 +184,25 @@ def nve_drift(atoms: ase.Atoms, calculator, steps: int = 40) -> float:
     return float(np.abs(np.array(total) - total[0]).max())
 
 
-def test_nve_drift_of_ecse_is_of_the_order_of_plain_pet(model_path, calculator):
+def test_nve_drift_of_ecse_is_of_the_order_of_plain_pet(
+    model_path, calculator, tmp_path
+):
     """The same checkpoint exported plain and with ECSE: ECSE's smooth frame
     switching must not spoil energy conservation."""
     from metatomic_ase import MetatomicCalculator
 
-    plain_path = model_path.parent / "plain.pt"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "pet-ecse"),
-            "export",
-            "model.ckpt",
-            "--method",
-            "none",
-            "-o",
-            str(plain_path),
-        ],
-        cwd=model_path.parent,
-        capture_output=True,
-        text=True,
+    plain_path = tmp_path / "plain.pt"
+    checkpoint = str(model_path.parent / "model.ckpt")
+    run(
+        "pet-ecse",
+        "export",
+        checkpoint,
+        "--method",
+        "none",
+        "-o",
+        str(plain_path),
+        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     plain = nve_drift(cell(5), MetatomicCalculator(str(plain_path), device="cpu"))
     ecse = nve_drift(cell(5), calculator)
     assert ecse < 3 * plain + 1e-6

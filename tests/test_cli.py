@@ -1,15 +1,14 @@
 """End to end through metatrain's real command line interface (``mtt``).
 
-One tiny model is trained once for the module; the other tests export, evaluate,
-restart and fine-tune it in their own temporary directories.
+The tiny model trained once for the session (``trained_tiny`` in conftest.py) is
+exported, evaluated, restarted and fine-tuned in the tests' own temporary
+directories. Every test here runs ``mtt``: the module is in the slow tier.
 """
 
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,87 +18,10 @@ import metatomic.torch  # noqa: F401 (torch.load needs its classes)
 import numpy as np
 import pytest
 import torch
-import yaml
-from datasets import TINY_MODEL, example_structures
+from commands import environment, executable, mtt, write_options
+from commands import tiny_options as options
 
-MODEL = TINY_MODEL
-NUM_EPOCHS = 3
-
-
-def mtt_executable() -> str:
-    """``mtt`` of the running interpreter's environment, activated or not."""
-    candidate = Path(sys.executable).parent / "mtt"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("mtt")
-    assert found is not None, "the `mtt` command is not installed"
-    return found
-
-
-def environment() -> dict:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def mtt(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [mtt_executable(), *args],
-        cwd=cwd,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"`mtt {' '.join(args)}` failed with exit code {result.returncode}\n"
-            f"--- stdout ---\n{result.stdout[-5000:]}\n"
-            f"--- stderr ---\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def options(
-    data: str = "data.xyz",
-    energy_key: str = "energy",
-    num_epochs: int = NUM_EPOCHS,
-    **training,
-) -> dict:
-    return {
-        "seed": 0,
-        "base_precision": 64,
-        "final_eval": False,
-        "architecture": {
-            "name": "pet_ecse",
-            "model": dict(MODEL),
-            "training": {
-                "batch_size": 4,
-                "num_epochs": num_epochs,
-                "learning_rate": 3.0e-3,
-                "checkpoint_interval": 1,
-                **training,
-            },
-        },
-        "training_set": {
-            "systems": {"read_from": data, "length_unit": "angstrom"},
-            "targets": {
-                "energy": {
-                    "key": energy_key,
-                    "unit": "eV",
-                    "forces": {"key": "forces"},
-                    "stress": {"key": "stress"},
-                }
-            },
-        },
-        "validation_set": 0.2,
-        "test_set": 0.0,
-    }
-
-
-def write_options(directory: Path, content: dict, name: str = "options.yaml") -> str:
-    (directory / name).write_text(yaml.safe_dump(content))
-    return name
+pytestmark = pytest.mark.slow
 
 
 def calculator(path, gradients: bool = True):
@@ -125,23 +47,14 @@ def checkpoints(directory: Path) -> list:
     return sorted(directory.glob("outputs/*/*/model_*.ckpt"))
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "data.xyz"
-    ase.io.write(path, example_structures(20, seed=1))
-    return path
+@pytest.fixture
+def data(cuau_data) -> Path:
+    return cuau_data
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data) -> Path:
-    """A directory where ``mtt train options.yaml`` has run."""
-    directory = tmp_path_factory.mktemp("train")
-    shutil.copy(data, directory / "data.xyz")
-    write_options(directory, options())
-    result = mtt(directory, "train", "options.yaml")
-    assert "Starting training from scratch" in result.stdout
-    (directory / "mtt-train.out").write_text(result.stdout + result.stderr)
-    return directory
+@pytest.fixture
+def trained(trained_tiny) -> Path:
+    return trained_tiny
 
 
 # known noise of other packages that pet_metatrain hides (see
@@ -171,10 +84,10 @@ def test_train_writes_checkpoint_and_model(trained):
     assert (trained / "model.pt").is_file()
     checkpoint = torch.load(trained / "model.ckpt", weights_only=False)
     assert checkpoint["architecture_name"] == "pet_ecse"
-    assert checkpoint["epoch"] == NUM_EPOCHS - 1
+    assert checkpoint["epoch"] == 3 - 1
     # checkpoint_interval 1: one intermediate checkpoint per epoch
     names = [path.name for path in checkpoints(trained)]
-    assert names == [f"model_{epoch}.ckpt" for epoch in range(NUM_EPOCHS)]
+    assert names == [f"model_{epoch}.ckpt" for epoch in range(3)]
 
 
 def test_export(trained, data, tmp_path):
@@ -247,7 +160,7 @@ def test_restart_auto_after_kill(data, tmp_path):
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [mtt_executable(), "train", "options.yaml"],
+            [executable("mtt"), "train", "options.yaml"],
             cwd=tmp_path,
             env=environment(),
             stdout=log,
@@ -301,7 +214,7 @@ def test_signal_leaves_a_checkpoint_to_restart_from(data, tmp_path, signal_numbe
     log_path = tmp_path / "stopped.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [mtt_executable(), "train", "options.yaml"],
+            [executable("mtt"), "train", "options.yaml"],
             cwd=tmp_path,
             env=environment(),
             stdout=log,

@@ -18,6 +18,8 @@ from datasets import TINY_MODEL, energy_with_forces, labelled, write
 from metatomic.torch import systems_to_torch
 from metatrain.utils.data.writers import DiskDatasetWriter
 
+pytestmark = pytest.mark.slow  # every test runs `mtt train`
+
 BIN = Path(sys.executable).parent
 MODEL = TINY_MODEL
 

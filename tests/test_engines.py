@@ -1,15 +1,14 @@
 """An exported ``pet_ecse`` model in simulation engines, as docs/engines.md runs it.
 
-One tiny float64 model is trained once (``mtt train``) on periodic Cu-Au cells with
-energies, forces and stress; its ``model.pt`` runs ECSE. The tests run it for a
-few steps in ASE (Langevin, geometry and cell optimization, MTK NPT, NVE of a
-gas-phase cluster), in i-PI through its metatomic driver over a UNIX socket
+The tiny float64 model trained once for the session (``trained_tiny``: periodic
+Cu-Au cells with energies, forces and stress); its ``model.pt`` runs ECSE. The tests
+run it for a few steps in ASE (Langevin, geometry and cell optimization, MTK NPT,
+NVE of a gas-phase cluster), in i-PI through its metatomic driver over a UNIX socket
 (classical NVT and path integrals), and in TorchSim where that installs; and they
 draw the learning curves and parity plots of scripts/plot_training.py.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,62 +22,18 @@ import torch
 import yaml
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from commands import environment, executable
 from datasets import TINY_MODEL, example_structures
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = TINY_MODEL["cutoff"]
 
 
-def executable(name: str):
-    """A command of the running interpreter's environment, activated or not."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else shutil.which(name)
-
-
-def environment() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(trained_tiny) -> Path:
     """A directory where ``mtt train options.yaml`` has run (model.pt, model.ckpt,
-    outputs/<date>/<time>/train.csv, data.xyz)."""
-    directory = tmp_path_factory.mktemp("engines-model")
-    ase.io.write(directory / "data.xyz", example_structures(16, seed=2))
-    options = {
-        "seed": 1,
-        "base_precision": 64,
-        "final_eval": False,
-        "architecture": {
-            "name": "pet_ecse",
-            "model": TINY_MODEL,
-            "training": {"batch_size": 4, "num_epochs": 2, "learning_rate": 3e-3},
-        },
-        "training_set": {
-            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
-            "targets": {
-                "energy": {
-                    "key": "energy",
-                    "unit": "eV",
-                    "forces": {"key": "forces"},
-                    "stress": {"key": "stress"},
-                }
-            },
-        },
-        "validation_set": 0.25,
-        "test_set": 0.0,
-    }
-    (directory / "options.yaml").write_text(yaml.safe_dump(options))
-    result = subprocess.run(
-        [executable("mtt"), "train", "options.yaml"],
-        cwd=directory,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return directory
+    outputs/<date>/<time>/train.csv, data.xyz): the session's tiny model."""
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def train_pet(directory: Path, precision: int) -> Path:
 
 
 @pytest.fixture(scope="module", params=[64, 32], ids=["float64", "float32"])
-def models(request, tmp_path_factory):
+def trained_pet(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"pet{request.param}")
     plain = train_pet(directory, request.param)
     result = subprocess.run(
@@ -112,8 +112,8 @@ def cell() -> ase.Atoms:
 
 
 @pytest.mark.parametrize("make", [ethanol, cell], ids=["molecule", "periodic"])
-def test_wrapped_pet_is_exactly_invariant(models, make):
-    plain, symmetrized, precision = models
+def test_wrapped_pet_is_exactly_invariant(trained_pet, make):
+    plain, symmetrized, precision = trained_pet
     tolerance = 1e-10 if precision == 64 else 2e-5
     energy, force, _ = spread(plain, make())
     assert energy > 1e-6 or force > 1e-5, "metatrain's pet should not be invariant"
@@ -122,8 +122,8 @@ def test_wrapped_pet_is_exactly_invariant(models, make):
     assert force < 10 * tolerance
 
 
-def test_collinear_fallback_is_finite_and_nearly_invariant(models):
-    _, symmetrized, precision = models
+def test_collinear_fallback_is_finite_and_nearly_invariant(trained_pet):
+    _, symmetrized, precision = trained_pet
     for atoms in [
         ase.Atoms("C", positions=[[0, 0, 0]]),
         ase.Atoms("CO", positions=[[0, 0, 0], [1.13, 0, 0]]),
@@ -200,8 +200,8 @@ def test_refuses_models_that_are_not_translation_invariant(tmp_path):
         symmetrize_exported(str(path), str(tmp_path / "out.pt"), {})
 
 
-def test_wrapped_forces_match_finite_differences(models):
-    _, symmetrized, precision = models
+def test_wrapped_forces_match_finite_differences(trained_pet):
+    _, symmetrized, precision = trained_pet
     if precision != 64:
         pytest.skip("finite differences need float64")
     calculator = MetatomicCalculator(str(symmetrized), device="cpu")
@@ -220,10 +220,10 @@ def test_wrapped_forces_match_finite_differences(models):
         assert numerical == pytest.approx(forces[atom, axis], rel=1e-4, abs=1e-6)
 
 
-def test_wrapped_energy_is_continuous_along_a_bending_scan(models):
+def test_wrapped_energy_is_continuous_along_a_bending_scan(trained_pet):
     """Across the collinearity window, pruning thresholds and into the fallback:
     energy changes match the work of the forces (no jumps)."""
-    _, symmetrized, precision = models
+    _, symmetrized, precision = trained_pet
     if precision != 64:
         pytest.skip("a tight energy balance needs float64")
     calculator = MetatomicCalculator(str(symmetrized), device="cpu")
