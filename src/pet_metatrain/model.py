@@ -57,6 +57,26 @@ def last_layer_features_name(target: str) -> str:
     return f"mtt::aux::{base}_last_layer_features"
 
 
+def is_non_conservative_stress(name: str) -> bool:
+    """Whether ``name`` is ``non_conservative_stress`` or one of its variants."""
+    return name.split("/")[0] == "non_conservative_stress"
+
+
+def stress_per_volume(
+    values: torch.Tensor, systems: List[System], system_index: torch.Tensor
+) -> torch.Tensor:
+    """Per-atom stress contributions [n_atoms, 3, 3, p] divided by the volume of
+    their cell and symmetrized, ``(S + S^T) / (2 V)``, as metatrain's ``pet``
+    reads ``non_conservative_stress``. Both steps commute with rotations
+    (``V`` is invariant), so an exactly equivariant S stays exact. A system
+    without a full cell (``V = 0``) counts as infinitely large: zero stress."""
+    cells = torch.stack([system.cell for system in systems]).to(values.dtype)
+    volumes = torch.abs(torch.linalg.det(cells))
+    volumes = torch.where(volumes == 0.0, torch.full_like(volumes, torch.inf), volumes)
+    per_atom = volumes[system_index].reshape(-1, 1, 1, 1)
+    return 0.5 * (values + values.transpose(1, 2)) / per_atom
+
+
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
@@ -69,6 +89,7 @@ class PETECSE(ModelInterface[ModelHypers]):
     # TorchScript cannot infer the type of an empty list of Labels
     component_labels: Dict[str, List[Labels]]
     vector_targets: List[str]
+    stress_targets: List[str]
     target_names: List[str]
 
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
@@ -93,7 +114,10 @@ class PETECSE(ModelInterface[ModelHypers]):
             "feature": ModelOutput(sample_kind="atom", description="PET features"),
         }
         self.target_names: List[str] = []
+        # Cartesian targets (rank 1 and 2), rotated back to the lab frame
         self.vector_targets: List[str] = []
+        # rank-2 targets read per unit volume and symmetrized, as in ``pet``
+        self.stress_targets: List[str] = []
         self.key_labels: Dict[str, Labels] = {}
         self.component_labels: Dict[str, List[Labels]] = {}
         self.property_labels: Dict[str, Labels] = {}
@@ -135,7 +159,9 @@ class PETECSE(ModelInterface[ModelHypers]):
         if target.is_spherical or target.is_atomic_basis:
             raise ValueError(
                 f"target '{name}' is a spherical tensor: pet_ecse supports scalar "
-                "and Cartesian vector targets (energies, forces, dipoles, ...)"
+                "and Cartesian rank-1 and rank-2 targets (energies, forces, "
+                "dipoles, stress, polarizabilities, ...); give it as a Cartesian "
+                "tensor instead"
             )
         if target.sample_kind not in ["system", "atom"]:
             raise ValueError(
@@ -143,16 +169,19 @@ class PETECSE(ModelInterface[ModelHypers]):
                 "predicts per-atom and per-structure targets only"
             )
         block = target.layout.block()
-        if target.is_cartesian and len(block.components) != 1:
+        if target.is_cartesian and len(block.components) not in (1, 2):
             raise ValueError(
                 f"target '{name}' is a Cartesian tensor of rank "
-                f"{len(block.components)}: pet_ecse supports rank 1 (vectors)"
+                f"{len(block.components)}: pet_ecse supports rank 1 (vectors) and "
+                "rank 2 (3x3 tensors)"
             )
         shape = [len(c) for c in block.components] + [len(block.properties)]
         self.network.add_output(name, shape, target.is_cartesian)
         self.target_names.append(name)
         if target.is_cartesian:
             self.vector_targets.append(name)
+        if is_non_conservative_stress(name):
+            self.stress_targets.append(name)
         self.outputs[name] = ModelOutput(
             unit=target.unit,
             sample_kind="atom",
@@ -242,6 +271,12 @@ class PETECSE(ModelInterface[ModelHypers]):
             if self.training and self.train_fallback:
                 predictions = self._with_trained_fallback(
                     graph, predictions, len(systems), targets
+                )
+
+        for name in targets:
+            if name in self.stress_targets:
+                predictions[name] = stress_per_volume(
+                    predictions[name], systems, graph.system_index
                 )
 
         results: Dict[str, TensorMap] = {}

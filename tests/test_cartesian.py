@@ -1,0 +1,150 @@
+"""Cartesian outputs of rank 1 and 2 (non-conservative forces and stress,
+per-atom and per-structure tensors): exactly equivariant with ECSE, in every
+frames mode."""
+
+import ase
+import ase.build
+import numpy as np
+import pytest
+import torch
+from metatrain.utils.data import DatasetInfo
+from metatrain.utils.data.target_info import get_generic_target_info
+from models import (
+    CARTESIAN_TARGETS,
+    TYPES,
+    evaluate,
+    make_model,
+    random_rotation,
+    rotated,
+    small_hypers,
+)
+
+from pet_metatrain import PETECSE
+
+
+def ethanol() -> ase.Atoms:
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
+    return atoms
+
+
+def periodic_cell() -> ase.Atoms:
+    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
+    atoms.numbers[[1, 5]] = 7
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+def linear() -> ase.Atoms:
+    """Collinear: the isotropic fallback carries (part of) the weight."""
+    return ase.Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [1.16, 0, 0]])
+
+
+def rotate_back(values: np.ndarray, rotation: np.ndarray, rank: int) -> np.ndarray:
+    """``values`` [..., 3, (3,) p] rotated as R v or R S R^T."""
+    if rank == 1:
+        return np.einsum("ia,...ap->...ip", rotation, values)
+    return np.einsum("ia,...abp,jb->...ijp", rotation, values, rotation)
+
+
+def cartesian_errors(model, atoms, seed=3, count=2):
+    """Largest equivariance error and size of every Cartesian output."""
+    results = {}
+    for per_atom in (False, True):
+        names = ("energy",) + tuple(
+            name for name, (_, atom) in CARTESIAN_TARGETS.items() if atom == per_atom
+        )
+        reference = evaluate(model, [atoms], names, per_atom=per_atom, forces=False)
+        rng = np.random.default_rng(seed)
+        for _ in range(count):
+            rotation = random_rotation(rng)
+            result = evaluate(
+                model, [rotated(atoms, rotation)], names, per_atom, forces=False
+            )
+            for name in names[1:]:
+                rank = CARTESIAN_TARGETS[name][0]
+                expected = rotate_back(reference[name], rotation, rank)
+                error = np.abs(expected - result[name]).max()
+                size = np.abs(reference[name]).max()
+                old = results.get((name, per_atom), (0.0, size))
+                results[(name, per_atom)] = (max(old[0], error), size)
+    return results
+
+
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
+@pytest.mark.parametrize("make", [ethanol, periodic_cell, linear])
+def test_cartesian_outputs_float64_exact(frames, make):
+    model = make_model(frames=frames, cartesian=True)
+    atoms = make()
+    for (name, per_atom), (error, size) in cartesian_errors(model, atoms).items():
+        if name == "non_conservative_stress" and not atoms.pbc.all():
+            assert size == 0.0, "a molecule has no volume: zero stress"
+            continue
+        if make is not linear or CARTESIAN_TARGETS[name][0] == 2:
+            # (a linear molecule's vectors may vanish: only the fallback's
+            # isotropic part of a rank-2 tensor survives everywhere)
+            assert size > 1e-3, (name, per_atom)
+        assert error < 1e-10 * max(1.0, size), (name, per_atom, error)
+
+
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
+def test_cartesian_outputs_float32_round_off(frames):
+    model = make_model(dtype=torch.float32, frames=frames, cartesian=True)
+    for make in (ethanol, periodic_cell):
+        for (name, per_atom), (error, size) in cartesian_errors(
+            model, make(), count=1
+        ).items():
+            assert error < 1e-5 * max(1.0, size), (name, per_atom, error)
+
+
+def test_plain_pet_rank_2_is_not_equivariant():
+    model = make_model(method="none", cartesian=True)
+    errors = cartesian_errors(model, periodic_cell(), count=1)
+    assert errors[("mtt::polarizability", False)][0] > 1e-4
+
+
+def test_non_conservative_stress_is_symmetric_and_per_volume():
+    model = make_model(frames="token", cartesian=True)
+    atoms = periodic_cell()
+    names = ("energy", "non_conservative_stress", "mtt::polarizability")
+    stress = evaluate(model, [atoms], names, forces=False)["non_conservative_stress"]
+    np.testing.assert_allclose(stress, stress.transpose(0, 2, 1, 3), atol=1e-14)
+    # doubling the cell (same per-atom environments) keeps the intensive stress
+    doubled = evaluate(model, [atoms.repeat((2, 1, 1))], names, forces=False)
+    np.testing.assert_allclose(doubled["non_conservative_stress"], stress, atol=1e-12)
+    # while a general rank-2 target is extensive and not symmetrized
+    polarizability = evaluate(model, [atoms], names, forces=False)[
+        "mtt::polarizability"
+    ]
+    assert np.abs(polarizability - polarizability.transpose(0, 2, 1, 3)).max() > 1e-6
+
+
+def test_rank_3_and_spherical_targets_are_refused():
+    rank_3 = get_generic_target_info(
+        "mtt::t3",
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"cartesian": {"rank": 3}},
+            "num_subtargets": 1,
+            "per_atom": False,
+            "sample_kind": "system",
+        },
+    )
+    info = DatasetInfo("angstrom", TYPES, {"mtt::t3": rank_3})
+    with pytest.raises(ValueError, match="rank 3"):
+        PETECSE(small_hypers(), info)
+    spherical = get_generic_target_info(
+        "mtt::sph",
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
+            "num_subtargets": 1,
+            "per_atom": False,
+            "sample_kind": "system",
+        },
+    )
+    info = DatasetInfo("angstrom", TYPES, {"mtt::sph": spherical})
+    with pytest.raises(ValueError, match="spherical"):
+        PETECSE(small_hypers(), info)
