@@ -1,0 +1,144 @@
+"""Non-conservative forces and stress heads of ``pet_ecse``, trained with
+``mtt train`` like ``pet``'s, exported, and run in ASE with
+``MetatomicCalculator(..., non_conservative=True)``: exactly equivariant."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase import units
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from datasets import TINY_MODEL, example_structures
+from models import random_rotation, rotated
+
+# pet's non-conservative targets, read from the same labels as the energy's
+NON_CONSERVATIVE_TARGETS = {
+    "energy": {
+        "key": "energy",
+        "unit": "eV",
+        "forces": {"key": "forces"},
+        "stress": {"key": "stress"},
+    },
+    "non_conservative_forces": {
+        "key": "forces",
+        "unit": "eV/A",
+        "type": {"cartesian": {"rank": 1}},
+        "per_atom": True,
+    },
+    "non_conservative_stress": {
+        "key": "stress",
+        "unit": "eV/A^3",
+        "type": {"cartesian": {"rank": 2}},
+        "per_atom": False,
+    },
+}
+
+
+def train(directory: Path, architecture: dict, precision: int) -> Path:
+    """``mtt train`` on periodic Cu-Au cells with energy, forces, stress and
+    non-conservative heads; returns the exported model."""
+    ase.io.write(directory / "data.xyz", example_structures(12, seed=2))
+    options = {
+        "seed": 1,
+        "base_precision": precision,
+        "final_eval": False,
+        "architecture": architecture,
+        "training_set": {
+            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
+            "targets": NON_CONSERVATIVE_TARGETS,
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+    }
+    (directory / "options.yaml").write_text(yaml.safe_dump(options))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mtt"), "train", "options.yaml"],
+        cwd=directory,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return directory / "model.pt"
+
+
+def calculator(model: Path, **kw):
+    from metatomic_ase import MetatomicCalculator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MetatomicCalculator(str(model), device="cpu", **kw)
+
+
+def non_conservative_errors(calc, atoms, count: int = 2):
+    """Largest back-rotated non-conservative force and stress differences, and
+    their size."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    forces, stress = atoms.get_forces(), atoms.get_stress(voigt=False)
+    rng = np.random.default_rng(0)
+    force_error = stress_error = 0.0
+    for _ in range(count):
+        rotation = random_rotation(rng)
+        copy = rotated(atoms, rotation)
+        copy.calc = calc
+        force_error = max(
+            force_error, np.abs(forces @ rotation.T - copy.get_forces()).max()
+        )
+        expected = rotation @ stress @ rotation.T
+        stress_error = max(
+            stress_error, np.abs(expected - copy.get_stress(voigt=False)).max()
+        )
+    return force_error, stress_error, np.abs(forces).max(), np.abs(stress).max()
+
+
+@pytest.fixture(scope="module", params=[64, 32], ids=["float64", "float32"])
+def pet_ecse_model(request, tmp_path_factory):
+    architecture = {
+        "name": "pet_ecse",
+        "model": TINY_MODEL,
+        "training": {"batch_size": 4, "num_epochs": 2, "learning_rate": 3e-3},
+    }
+    directory = tmp_path_factory.mktemp(f"nc-{request.param}")
+    return train(directory, architecture, request.param), request.param
+
+
+@pytest.mark.slow
+def test_non_conservative_heads_are_exactly_equivariant(pet_ecse_model):
+    model, precision = pet_ecse_model
+    atoms = example_structures(1, seed=100)[0]
+    force, stress, force_size, stress_size = non_conservative_errors(
+        calculator(model, non_conservative=True), atoms
+    )
+    assert force_size > 1e-3 and stress_size > 1e-5
+    # float32: round-off of the frames and weights, relative to the values
+    tolerance = 1e-10 if precision == 64 else 1e-5
+    assert force < tolerance * max(1.0, force_size)
+    assert stress < tolerance * max(1.0, stress_size)
+    # the direct forces are their own head, not the energy's gradient
+    conservative = atoms.copy()
+    conservative.calc = calculator(model)
+    direct = atoms.copy()
+    direct.calc = calculator(model, non_conservative=True)
+    assert np.abs(conservative.get_forces() - direct.get_forces()).max() > 1e-6
+
+
+@pytest.mark.slow
+def test_md_with_non_conservative_forces(pet_ecse_model):
+    model, _ = pet_ecse_model
+    atoms = example_structures(1, seed=101)[0]
+    atoms.calc = calculator(model, non_conservative=True)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    start = atoms.positions.copy()
+    VelocityVerlet(atoms, 1.0 * units.fs).run(5)
+    assert np.isfinite(atoms.positions).all()
+    assert np.isfinite(atoms.get_stress()).all()
+    assert np.abs(atoms.positions - start).max() > 1e-4
