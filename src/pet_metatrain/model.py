@@ -110,6 +110,12 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.loaded_for_finetuning = False
 
         self.network = PETNetwork(dict(hypers), self.atomic_types)
+        # width of every target's last-layer features (central and bond heads of
+        # each readout block), read by metatrain's LLPR
+        readout_blocks = 1 if hypers["featurizer_type"] == "feedforward" else None
+        self.last_layer_feature_size = (
+            2 * (readout_blocks or self.num_gnn_layers) * int(hypers["d_head"])
+        )
         self.outputs: Dict[str, ModelOutput] = {
             "feature": ModelOutput(sample_kind="atom", description="PET features"),
         }
