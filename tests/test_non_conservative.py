@@ -142,3 +142,34 @@ def test_md_with_non_conservative_forces(pet_ecse_model):
     assert np.isfinite(atoms.positions).all()
     assert np.isfinite(atoms.get_stress()).all()
     assert np.abs(atoms.positions - start).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_ipi_with_non_conservative_forces(pet_ecse_model, tmp_path):
+    """i-PI's metatomic driver with ``non_conservative=True``: the direct forces
+    drive the dynamics (the energy is still the model's energy)."""
+    from test_engines import cell, run_ipi
+
+    model, precision = pet_ecse_model
+    if precision != 64:
+        pytest.skip("one precision is enough for the engine")
+    steps = 5
+    runs = {}
+    for options in ("non_conservative=True", ""):
+        directory = tmp_path / (options or "conservative")
+        directory.mkdir()
+        rows = run_ipi(directory, model, 1, steps, options)
+        step, _, _, temperature, potential, _ = rows.T
+        np.testing.assert_array_equal(step, np.arange(steps + 1))
+        assert np.all(np.isfinite(rows)) and np.all(temperature > 0)
+        runs[options] = (
+            potential[0],
+            ase.io.read(directory / "simulation.pos_0.extxyz"),
+        )
+    atoms = cell(5)
+    atoms.calc = calculator(model)
+    for potential, _ in runs.values():
+        assert potential == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    # same seed and thermostat: only the forces differ between the two runs
+    direct, conservative = (runs[key][1].positions for key in runs)
+    assert np.abs(direct - conservative).max() > 1e-6
