@@ -173,3 +173,103 @@ def test_ipi_with_non_conservative_forces(pet_ecse_model, tmp_path):
     # same seed and thermostat: only the forces differ between the two runs
     direct, conservative = (runs[key][1].positions for key in runs)
     assert np.abs(direct - conservative).max() > 1e-6
+
+
+MTS_INPUT = """<simulation verbosity="low" safe_stride="1000" sockets_prefix="{prefix}">
+  <output prefix="simulation">
+    <properties stride="1" filename="out">
+      [step, time{{picosecond}}, conserved{{electronvolt}}, temperature{{kelvin}}]
+    </properties>
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>31415</seed></prng>
+  <ffsocket name="conservative" mode="unix" pbc="false"><address>c</address></ffsocket>
+  <ffsocket name="direct" mode="unix" pbc="false"><address>d</address></ffsocket>
+  <system>
+    <initialize nbeads="1">
+      <file mode="ase">init.xyz</file>
+      <velocities mode="thermal" units="kelvin">300</velocities>
+    </initialize>
+    <forces>
+      <force forcefield="conservative"><mts_weights>[1, 0]</mts_weights></force>
+      <force forcefield="direct"><mts_weights>[-1, 1]</mts_weights></force>
+    </forces>
+    <motion mode="dynamics">
+      <dynamics mode="nvt">
+        <timestep units="femtosecond">4.0</timestep>
+        <nmts>[1, 8]</nmts>
+        <thermostat mode="langevin"><tau units="femtosecond">100</tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units="kelvin">300</temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+
+@pytest.mark.slow
+def test_ipi_multiple_time_stepping(pet_ecse_model, tmp_path):
+    """docs/outputs.md's i-PI set-up: direct forces on 8 inner steps of 0.5 fs,
+    the conservative correction on the 4 fs outer step (two drivers)."""
+    import time
+
+    import ase.io
+    from test_engines import cell, environment, executable
+
+    pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi)")
+    server, driver = executable("i-pi"), executable("i-pi-py_driver")
+    if server is None or driver is None:
+        pytest.skip("the i-pi and i-pi-py_driver commands are not installed")
+    model, precision = pet_ecse_model
+    if precision != 64:
+        pytest.skip("one precision is enough for the engine")
+    prefix = f"{tmp_path}/ipi_" if len(str(tmp_path)) < 70 else "/tmp/ipi_mts_"
+    steps = 5
+    atoms = cell(5)
+    ase.io.write(tmp_path / "init.xyz", atoms, format="extxyz")
+    (tmp_path / "input.xml").write_text(MTS_INPUT.format(prefix=prefix, steps=steps))
+    processes = []
+    logs = [open(tmp_path / f"{name}.log", "w") for name in ("ipi", "c", "d")]
+    try:
+        processes.append(
+            subprocess.Popen(
+                [server, "input.xml"], cwd=tmp_path, env=environment(), stdout=logs[0]
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not all(Path(prefix + a).exists() for a in "cd"):
+            assert processes[0].poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        for address, options, log in [
+            ("c", "", logs[1]),
+            ("d", ",non_conservative=True", logs[2]),
+        ]:
+            command = [driver, "-u", "-a", address, "-S", prefix, "-m", "metatomic"]
+            command += ["-o", f"template=init.xyz,model={model}{options}"]
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=tmp_path,
+                    env=environment(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for process in processes:
+            process.wait(timeout=240)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+    assert [p.returncode for p in processes] == [0, 0, 0]
+    step, time_ps, conserved, temperature = np.loadtxt(
+        tmp_path / "simulation.out", ndmin=2
+    ).T
+    np.testing.assert_array_equal(step, np.arange(steps + 1))
+    np.testing.assert_allclose(time_ps, 0.004 * step, atol=1e-12)
+    assert np.all(temperature > 0)
+    kinetic = 1.5 * len(atoms) * units.kB * 300
+    assert np.ptp(conserved) < 1e-3 * kinetic
