@@ -201,7 +201,8 @@ def test_selected_atoms_match_the_full_per_atom_outputs(wrapped):
 
 
 class _Layouts(torch.nn.Module):
-    """An invariant energy, a per-atom vector and a spherical l=2 output."""
+    """An invariant energy and a variant of it, a per-atom vector and a
+    spherical l=2 output."""
 
     def forward(
         self,
@@ -222,16 +223,19 @@ class _Layouts(torch.nn.Module):
                 ]
             ),
         )
-        centred = positions - positions.mean(0)
+        # each system about its own centre (copies are batched together)
+        centred = torch.cat([s.positions - s.positions.mean(0) for s in systems])
         energy = (centred**2).sum(1, keepdim=True)
-        if "energy" in outputs:
+        for name, scale in (("energy", 1.0), ("energy/variant", 2.0)):
+            if name not in outputs:
+                continue
             block = TensorBlock(
-                energy, samples, [], Labels(["energy"], torch.tensor([[0]]))
+                scale * energy, samples, [], Labels(["energy"], torch.tensor([[0]]))
             )
             tensor = TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
-            if outputs["energy"].sample_kind == "system":
+            if outputs[name].sample_kind == "system":
                 tensor = _sum(tensor, len(systems))
-            results["energy"] = tensor
+            results[name] = tensor
         if "mtt::vector" in outputs:
             block = TensorBlock(
                 centred.reshape(-1, 3, 1),
@@ -239,9 +243,10 @@ class _Layouts(torch.nn.Module):
                 [Labels(["xyz"], torch.arange(3).reshape(-1, 1))],
                 Labels(["p"], torch.tensor([[0]])),
             )
-            results["mtt::vector"] = TensorMap(
-                Labels(["_"], torch.tensor([[0]])), [block]
-            )
+            tensor = TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
+            if outputs["mtt::vector"].sample_kind == "system":
+                tensor = _sum(tensor, len(systems))
+            results["mtt::vector"] = tensor
         if "mtt::spherical" in outputs:
             block = TensorBlock(
                 torch.zeros(positions.shape[0], 5, 1, dtype=positions.dtype),
@@ -256,16 +261,19 @@ class _Layouts(torch.nn.Module):
 
 def _sum(tensor: TensorMap, n_systems: int) -> TensorMap:
     block = tensor.block()
-    values = torch.zeros(n_systems, 1, dtype=block.values.dtype).index_add(
+    shape = [n_systems] + list(block.values.shape[1:])
+    values = torch.zeros(shape, dtype=block.values.dtype).index_add(
         0, block.samples.column("system"), block.values
     )
     samples = Labels(["system"], torch.arange(n_systems).reshape(-1, 1))
-    return TensorMap(tensor.keys, [TensorBlock(values, samples, [], block.properties)])
+    blocks = [TensorBlock(values, samples, block.components, block.properties)]
+    return TensorMap(tensor.keys, blocks)
 
 
 def test_outputs_without_an_exact_average_are_dropped_with_a_note(caplog):
     outputs = {
         "energy": ModelOutput(unit="eV", sample_kind="atom"),
+        "energy/variant": ModelOutput(unit="eV", sample_kind="atom"),
         "mtt::vector": ModelOutput(sample_kind="atom"),
         "mtt::spherical": ModelOutput(sample_kind="atom"),
     }
@@ -281,8 +289,18 @@ def test_outputs_without_an_exact_average_are_dropped_with_a_note(caplog):
     with caplog.at_level(logging.WARNING):
         wrapped = symmetrize_model(model, _symmetrization())
     kept = set(wrapped.capabilities().outputs)
-    assert kept == {"energy", "mtt::vector"}
+    assert kept == {"energy", "energy/variant", "mtt::vector"}
     assert "dropping output 'mtt::spherical': a spherical tensor" in caplog.text
+    # the kept ones are the exact averages: here the model's own values (its
+    # energy and vector are already invariant and equivariant)
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.numbers[:] = 6
+    for kind in ("system", "atom"):
+        native = evaluate_all(model, atoms, kind)
+        result = evaluate_all(wrapped, atoms, kind)
+        assert set(result) == kept
+        for name, values in result.items():
+            np.testing.assert_allclose(values, native[name], atol=1e-10)
 
 
 def _symmetrization() -> dict:
