@@ -148,3 +148,19 @@ def test_rank_3_and_spherical_targets_are_refused():
     info = DatasetInfo("angstrom", TYPES, {"mtt::sph": spherical})
     with pytest.raises(ValueError, match="spherical"):
         PETECSE(small_hypers(), info)
+
+
+def test_plain_training_blends_the_isotropic_part_of_rank_2_as_ecse_will():
+    """Plain training blends in the fallback (see test_ecse.py): for a collinear
+    molecule only the isotropic part of a rank-2 tensor, as ECSE will."""
+    model = make_model(cartesian=True)
+    names = ("energy", "mtt::polarizability")
+    exact = evaluate(model, [linear()], names, forces=False)["mtt::polarizability"]
+    model.symmetrize = False
+    model.train()
+    model.train_fallback = True
+    blended = evaluate(model, [linear()], names, forces=False)["mtt::polarizability"]
+    np.testing.assert_allclose(blended, exact, rtol=1e-12)
+    trace = np.trace(blended[0]) / 3.0  # [properties]
+    assert np.abs(trace).max() > 1e-3
+    np.testing.assert_allclose(blended[0], np.eye(3)[:, :, None] * trace, atol=1e-14)
