@@ -301,6 +301,14 @@ def test_outputs_without_an_exact_average_are_dropped_with_a_note(caplog):
         assert set(result) == kept
         for name, values in result.items():
             np.testing.assert_allclose(values, native[name], atol=1e-10)
+    # explicit gradients would need rotating back too: refused, not dropped
+    system = get_system_with_neighbor_lists(
+        systems_to_torch(atoms, dtype=torch.float64), wrapped.requested_neighbor_lists()
+    )
+    request = ModelOutput(sample_kind="system", explicit_gradients=["positions"])
+    options = ModelEvaluationOptions("angstrom", {"energy": request})
+    with pytest.raises(Exception, match="explicit gradients"):
+        wrapped([system], options, check_consistency=False)
 
 
 def _symmetrization() -> dict:

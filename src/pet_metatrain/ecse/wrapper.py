@@ -98,6 +98,12 @@ class ECSEWrapper(torch.nn.Module):
         requested: Dict[str, ModelOutput] = {}
         for name, output in outputs.items():
             if name in self.output_names:
+                if len(output.explicit_gradients) > 0:
+                    raise ValueError(
+                        f"the ECSE wrapper does not compute explicit gradients "
+                        f"(asked for '{name}'): differentiate its outputs with "
+                        "autograd instead"
+                    )
                 requested[name] = output
         if len(requested) == 0:
             return results
