@@ -20,7 +20,6 @@ weight only when no pair of neighbours is clearly non-collinear.
 import itertools
 from typing import Dict, List, Optional
 
-import metatensor.torch as mts
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import (
@@ -174,28 +173,19 @@ class ECSEWrapper(torch.nn.Module):
                 )
             blocks: List[TensorBlock] = []
             for block_index, block in enumerate(template.blocks()):
+                # the rows the wrapped model answered for (selected atoms, or the
+                # atoms of a block keyed by type)
+                key = f"{name}::{block_index}"
+                present = weighted_rows(references, key)
                 blocks.append(
                     TensorBlock(
-                        values=weighted_total(
-                            sums, references, f"{name}::{block_index}"
-                        ),
-                        samples=samples,
+                        values=weighted_total(sums, references, key)[present],
+                        samples=Labels(samples.names, samples.values[present]),
                         components=block.components,
                         properties=block.properties,
                     )
                 )
-            tensor = TensorMap(template.keys, blocks)
-            if selected_atoms is not None:
-                if per_atom:
-                    tensor = mts.slice(tensor, axis="samples", selection=selected_atoms)
-                else:
-                    kept = torch.unique(selected_atoms.column("system")).reshape(-1, 1)
-                    tensor = mts.slice(
-                        tensor,
-                        axis="samples",
-                        selection=Labels(["system"], kept.to(torch.int32)),
-                    )
-            results[name] = tensor
+            results[name] = TensorMap(template.keys, blocks)
         return results
 
     def _expand_fallback(self, frames: WeightedFrames) -> WeightedFrames:
@@ -278,6 +268,12 @@ def add_weighted(
     shape = [-1] + [1] * (values.dim() - 1)
     weighted = (values - reference[row]) * weight.to(values.dtype).reshape(shape)
     sums[key] = sums[key].index_add(0, row, weighted)
+
+
+def weighted_rows(references: Dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """Which rows of ``references[key]`` received values [n_rows] (bool)."""
+    reference = references[key]
+    return ~torch.isnan(reference.reshape(reference.shape[0], -1)[:, 0])
 
 
 def weighted_total(
