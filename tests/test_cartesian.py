@@ -119,7 +119,7 @@ def test_non_conservative_stress_is_symmetric_and_per_volume():
     assert np.abs(polarizability - polarizability.transpose(0, 2, 1, 3)).max() > 1e-6
 
 
-def test_rank_3_and_spherical_targets_are_refused():
+def test_rank_3_and_spherical_order_3_targets_are_refused():
     rank_3 = get_generic_target_info(
         "mtt::t3",
         {
@@ -139,14 +139,14 @@ def test_rank_3_and_spherical_targets_are_refused():
         {
             "quantity": "",
             "unit": "",
-            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
+            "type": {"spherical": {"irreps": [{"o3_lambda": 3, "o3_sigma": 1}]}},
             "num_subtargets": 1,
             "per_atom": False,
             "sample_kind": "system",
         },
     )
     info = DatasetInfo("angstrom", TYPES, {"mtt::sph": spherical})
-    with pytest.raises(ValueError, match="spherical"):
+    with pytest.raises(ValueError, match="o3_lambda <= 2"):
         PETECSE(small_hypers(), info)
 
 
@@ -164,3 +164,90 @@ def test_plain_training_blends_the_isotropic_part_of_rank_2_as_ecse_will():
     trace = np.trace(blended[0]) / 3.0  # [properties]
     assert np.abs(trace).max() > 1e-3
     np.testing.assert_allclose(blended[0], np.eye(3)[:, :, None] * trace, atol=1e-14)
+
+
+def spherical_target(name: str, per_atom: bool):
+    """o3_lambda 0, 1 (a pseudovector too) and 2, two properties each."""
+    irreps = [
+        {"o3_lambda": 0, "o3_sigma": 1},
+        {"o3_lambda": 1, "o3_sigma": 1},
+        {"o3_lambda": 1, "o3_sigma": -1},
+        {"o3_lambda": 2, "o3_sigma": 1},
+    ]
+    return get_generic_target_info(
+        name,
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": irreps}},
+            "num_subtargets": 2,
+            "per_atom": per_atom,
+            "sample_kind": "atom" if per_atom else "system",
+        },
+    )
+
+
+def spherical_model(frames: str, dtype=torch.float64) -> PETECSE:
+    from metatrain.utils.data.target_info import get_energy_target_info
+
+    energy = get_energy_target_info("energy", {"quantity": "energy", "unit": "eV"})
+    targets = {
+        "energy": energy,
+        "mtt::spherical": spherical_target("mtt::spherical", False),
+        "mtt::atomic_spherical": spherical_target("mtt::atomic_spherical", True),
+    }
+    torch.manual_seed(0)
+    model = PETECSE(
+        small_hypers(frames=frames), DatasetInfo("angstrom", TYPES, targets)
+    )
+    return model.to(dtype).eval()
+
+
+def spherical_outputs(model: PETECSE, atoms: ase.Atoms) -> dict:
+    """{(target, o3_lambda, o3_sigma): values [n, 2l+1, p]} as float64 tensors."""
+    from metatomic.torch import ModelOutput, systems_to_torch
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    dtype = next(model.parameters()).dtype
+    system = systems_to_torch(atoms, dtype=dtype)
+    system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+    outputs = {
+        "mtt::spherical": ModelOutput(sample_kind="system"),
+        "mtt::atomic_spherical": ModelOutput(sample_kind="atom"),
+    }
+    results = model([system], outputs)
+    values = {}
+    for name, tensor in results.items():
+        for key, block in tensor.items():
+            entry = (name, int(key["o3_lambda"]), int(key["o3_sigma"]))
+            values[entry] = block.values.detach().double()
+    return values
+
+
+@pytest.mark.parametrize("frames", ["token", "structure", "atom"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_spherical_targets_rotate_with_metatomics_wigner_matrices(frames, dtype):
+    """Blocks of o3_lambda <= 2 are predicted as Cartesian tensors and projected:
+    exact under metatomic's own Wigner-D matrices (its o3 convention)."""
+    from metatomic.torch.o3 import O3Transformations
+
+    model = spherical_model(frames, dtype)
+    rotation = random_rotation(np.random.default_rng(3))
+    wigner = O3Transformations(torch.tensor(rotation)[None], 2)
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    for atoms in (ethanol(), periodic_cell()):
+        reference = spherical_outputs(model, atoms)
+        result = spherical_outputs(model, rotated(atoms, rotation))
+        assert len(reference) == 8
+        for (name, o3_lambda, o3_sigma), values in reference.items():
+            matrix = wigner.wigner_D_matrices(o3_lambda)[0]
+            expected = torch.einsum("mk,nkp->nmp", matrix, values)
+            error = (expected - result[(name, o3_lambda, o3_sigma)]).abs().max()
+            size = values.abs().max()
+            assert size > 1e-3, (name, o3_lambda)
+            assert error < tolerance * max(1.0, size), (name, o3_lambda, error)
+
+
+def test_spherical_model_exports(tmp_path):
+    model = spherical_model("token")
+    model.export().save(str(tmp_path / "model.pt"))

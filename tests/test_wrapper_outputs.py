@@ -202,7 +202,7 @@ def test_selected_atoms_match_the_full_per_atom_outputs(wrapped):
 
 class _Layouts(torch.nn.Module):
     """An invariant energy and a variant of it, a per-atom vector and a
-    spherical l=2 output."""
+    spherical l=3 output."""
 
     def forward(
         self,
@@ -249,12 +249,12 @@ class _Layouts(torch.nn.Module):
             results["mtt::vector"] = tensor
         if "mtt::spherical" in outputs:
             block = TensorBlock(
-                torch.zeros(positions.shape[0], 5, 1, dtype=positions.dtype),
+                torch.zeros(positions.shape[0], 7, 1, dtype=positions.dtype),
                 samples,
-                [Labels(["o3_mu"], torch.arange(-2, 3).reshape(-1, 1))],
+                [Labels(["o3_mu"], torch.arange(-3, 4).reshape(-1, 1))],
                 Labels(["p"], torch.tensor([[0]])),
             )
-            keys = Labels(["o3_lambda", "o3_sigma"], torch.tensor([[2, 1]]))
+            keys = Labels(["o3_lambda", "o3_sigma"], torch.tensor([[3, 1]]))
             results["mtt::spherical"] = TensorMap(keys, [block])
         return results
 
@@ -290,7 +290,9 @@ def test_outputs_without_an_exact_average_are_dropped_with_a_note(caplog):
         wrapped = symmetrize_model(model, _symmetrization())
     kept = set(wrapped.capabilities().outputs)
     assert kept == {"energy", "energy/variant", "mtt::vector"}
-    assert "dropping output 'mtt::spherical': a spherical tensor" in caplog.text
+    assert "dropping output 'mtt::spherical': a spherical tensor of o3_lambda = 3" in (
+        caplog.text
+    )
     # the kept ones are the exact averages: here the model's own values (its
     # energy and vector are already invariant and equivariant)
     atoms = ase.build.molecule("CH3CH2OH")
@@ -379,3 +381,63 @@ def test_float32_forces_do_not_carry_the_baseline_round_off(tmp_path):
     error = max(np.abs(f - forces[0]).max() for f in forces)
     assert np.abs(forces[0]).max() > 0.05
     assert error < 1e-5
+
+
+@pytest.mark.parametrize("precision", [64, 32])
+def test_spherical_outputs_are_exact(tmp_path, precision):
+    """A plain pet_ecse (no ECSE of its own) with spherical targets of order 0,
+    1 and 2, wrapped: every block rotates with metatomic's Wigner matrices."""
+    from metatomic.torch.o3 import O3Transformations
+    from test_cartesian import spherical_model
+
+    dtype = torch.float64 if precision == 64 else torch.float32
+    plain = spherical_model("structure", dtype)
+    plain.set_symmetrization({**plain.hypers["symmetrization"], "method": "none"})
+    path = tmp_path / "plain.pt"
+    plain.export().save(str(path))
+    symmetrize_model(load(path), _symmetrization()).save(str(tmp_path / "ecse.pt"))
+    wrapped = load(tmp_path / "ecse.pt")
+    assert {"mtt::spherical", "mtt::atomic_spherical"} <= set(
+        wrapped.capabilities().outputs
+    )
+    rotation = random_rotation(np.random.default_rng(3))
+    wigner = O3Transformations(torch.tensor(rotation)[None], 2)
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=1)
+    tolerance = 1e-10 if precision == 64 else 5e-5
+    for model, exact in ((wrapped, True), (load(path), False)):
+        reference = spherical_outputs_of(model, atoms)
+        result = spherical_outputs_of(model, rotated(atoms, rotation))
+        errors = []
+        for (name, o3_lambda, o3_sigma), values in reference.items():
+            matrix = wigner.wigner_D_matrices(o3_lambda)[0]
+            expected = torch.einsum("mk,nkp->nmp", matrix, values)
+            error = (expected - result[(name, o3_lambda, o3_sigma)]).abs().max()
+            errors.append(float(error / max(1.0, float(values.abs().max()))))
+        assert len(errors) == 8
+        if exact:
+            assert max(errors) < tolerance
+        else:
+            assert max(errors) > 1e-4
+
+
+def spherical_outputs_of(model: AtomisticModel, atoms) -> dict:
+    """{(target, o3_lambda, o3_sigma): values} of an exported model."""
+    capabilities = model.capabilities()
+    dtype = {"float32": torch.float32, "float64": torch.float64}[capabilities.dtype]
+    system = get_system_with_neighbor_lists(
+        systems_to_torch(atoms, dtype=dtype), model.requested_neighbor_lists()
+    )
+    outputs = {
+        "mtt::spherical": ModelOutput(sample_kind="system"),
+        "mtt::atomic_spherical": ModelOutput(sample_kind="atom"),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = model([system], ModelEvaluationOptions("angstrom", outputs), True)
+    values = {}
+    for name, tensor in results.items():
+        for key, block in tensor.items():
+            entry = (name, int(key["o3_lambda"]), int(key["o3_sigma"]))
+            values[entry] = block.values.detach().double()
+    return values

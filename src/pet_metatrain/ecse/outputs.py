@@ -9,9 +9,12 @@ back to the lab frame:
 - one Cartesian component of size 3 (non-conservative forces, dipoles, ...):
   ``F v`` [n, 3, p];
 - two Cartesian components of size 3 (non-conservative stress,
-  polarizabilities, ...): ``F S F^T`` [n, 3, 3, p].
+  polarizabilities, ...): ``F S F^T`` [n, 3, 3, p];
+- spherical blocks (``o3_lambda`` keys, ``o3_mu`` components) of order 0, 1, 2:
+  rotated through their Cartesian form (:mod:`pet_metatrain.ecse.spherical`),
+  which is ``D^l(F)`` in metatomic's convention.
 
-Anything else (spherical tensors, other component layouts, samples other than
+Anything else (spherical orders above 2, other component layouts, samples other than
 ``system`` or ``system, atom``) has no exact average here: it is dropped with a
 logged note, never passed through unsymmetrized. Per-component scalars are
 taken at their word: an output that stores a vector in its properties (no
@@ -46,12 +49,22 @@ def probe_system(model: AtomisticModel, shift: float = 0.0) -> System:
 
 def layout_problem(tensor: TensorMap) -> Optional[str]:
     """Why ``tensor`` cannot be averaged exactly over frames (None if it can)."""
-    if "o3_lambda" in tensor.keys.names:
-        return "a spherical tensor (no exact rotation of it here)"
-    for block in tensor.blocks():
+    spherical = "o3_lambda" in tensor.keys.names
+    for index, block in enumerate(tensor.blocks()):
         names = block.samples.names
         if names != ["system"] and names != ["system", "atom"]:
             return f"samples {names} (only per system or per atom)"
+        if spherical:
+            o3_lambda = int(tensor.keys.entry(index)["o3_lambda"])
+            components = [c.names for c in block.components]
+            if o3_lambda > 2:
+                return f"a spherical tensor of o3_lambda = {o3_lambda} (only <= 2)"
+            if (
+                components != [["o3_mu"]]
+                or len(block.components[0]) != 2 * o3_lambda + 1
+            ):
+                return f"spherical components {components} (only o3_mu)"
+            continue
         if len(block.components) > 2:
             return f"{len(block.components)} components (Cartesian rank 1 or 2 only)"
         for component in block.components:

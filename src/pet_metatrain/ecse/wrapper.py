@@ -34,6 +34,7 @@ from metatomic.torch import (
 from ..modules.graph import systems_to_graph
 from .frames import FrameBuilder, WeightedFrames, to_lab_frame
 from .outputs import log_dropped, probe_system, symmetrizable_outputs
+from .spherical import to_cartesian, to_spherical
 from .structure import copy_chunks, select_frames
 
 
@@ -143,13 +144,15 @@ class ECSEWrapper(torch.nn.Module):
                     if per_atom:
                         atom = block.samples.column("atom").to(torch.long)
                         row = first_atom[row] + atom
-                    values = block.values
-                    if len(block.components) > 0:
-                        values = to_lab_frame(
-                            values,
-                            chunk.rotation[frame].to(values.dtype),
-                            torch.zeros_like(frame, dtype=torch.bool),
-                        )
+                    o3_lambda = -1
+                    if "o3_lambda" in tensor.keys.names:
+                        o3_lambda = int(tensor.keys.entry(block_index)["o3_lambda"])
+                    values = _to_lab(
+                        block.values,
+                        chunk.rotation[frame],
+                        len(block.components),
+                        o3_lambda,
+                    )
                     add_weighted(
                         sums,
                         references,
@@ -232,6 +235,22 @@ class ECSEWrapper(torch.nn.Module):
             register_autograd_neighbors(rotated, block)
             rotated.add_neighbor_list(options, block)
         return rotated
+
+
+def _to_lab(
+    values: torch.Tensor, rotation: torch.Tensor, n_components: int, o3_lambda: int
+) -> torch.Tensor:
+    """Values predicted in frames ``rotation`` [n, 3, 3] back in the lab frame:
+    scalars as they are, Cartesian vectors and matrices as ``F v``, ``F S F^T``,
+    spherical blocks (``o3_lambda`` 1 or 2) through their Cartesian form."""
+    rotation = rotation.to(values.dtype)
+    isotropic = torch.zeros(rotation.shape[0], dtype=torch.bool, device=values.device)
+    if o3_lambda > 0:
+        cartesian = to_cartesian(values, o3_lambda)
+        return to_spherical(to_lab_frame(cartesian, rotation, isotropic), o3_lambda)
+    if o3_lambda == 0 or n_components == 0:
+        return values
+    return to_lab_frame(values, rotation, isotropic)
 
 
 def add_weighted(
