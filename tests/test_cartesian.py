@@ -251,3 +251,84 @@ def test_spherical_targets_rotate_with_metatomics_wigner_matrices(frames, dtype)
 def test_spherical_model_exports(tmp_path):
     model = spherical_model("token")
     model.export().save(str(tmp_path / "model.pt"))
+
+
+@pytest.mark.slow
+def test_spherical_target_trains_and_exports_exactly(tmp_path):
+    """``mtt train`` with an o3_lambda = 2 target (the traceless stress), then
+    the exported (TorchScript) model rotates it with metatomic's Wigner matrix."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ase.io
+    import yaml
+    from datasets import TINY_MODEL, example_structures
+    from metatomic.torch.o3 import O3Transformations
+    from test_wrapper_outputs import load
+
+    from pet_metatrain.ecse.spherical import to_spherical
+
+    frames = example_structures(12, seed=2)
+    for atoms in frames:
+        stress = torch.tensor(atoms.get_stress(voigt=False))[None, :, :, None]
+        atoms.info["stress_l2"] = to_spherical(stress, 2)[0, :, 0].numpy()
+    ase.io.write(tmp_path / "data.xyz", frames)
+    irreps = [{"o3_lambda": 2, "o3_sigma": 1}]
+    options = {
+        "seed": 1,
+        "base_precision": 64,
+        "final_eval": False,
+        "architecture": {
+            "name": "pet_ecse",
+            "model": TINY_MODEL,
+            "training": {"batch_size": 4, "num_epochs": 1},
+        },
+        "training_set": {
+            "systems": {"read_from": "data.xyz", "length_unit": "angstrom"},
+            "targets": {
+                "mtt::stress_l2": {
+                    "key": "stress_l2",
+                    "type": {"spherical": {"irreps": irreps}},
+                    "per_atom": False,
+                }
+            },
+        },
+        "validation_set": 0.25,
+        "test_set": 0.0,
+    }
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump(options))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mtt"), "train", "options.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    model = load(tmp_path / "model.pt")
+    rotation = random_rotation(np.random.default_rng(2))
+    wigner = O3Transformations(torch.tensor(rotation)[None], 2).wigner_D_matrices(2)[0]
+    values = []
+    cell = example_structures(1, seed=100)[0]
+    for atoms in (cell, rotated(cell, rotation)):
+        from metatomic.torch import (
+            ModelEvaluationOptions,
+            ModelOutput,
+            systems_to_torch,
+        )
+        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+        system = get_system_with_neighbor_lists(
+            systems_to_torch(atoms, dtype=torch.float64),
+            model.requested_neighbor_lists(),
+        )
+        request = {"mtt::stress_l2": ModelOutput(sample_kind="system")}
+        options = ModelEvaluationOptions("angstrom", request)
+        tensor = model([system], options, check_consistency=True)["mtt::stress_l2"]
+        values.append(tensor.block().values.detach())
+    expected = torch.einsum("mk,nkp->nmp", wigner, values[0])
+    assert values[0].abs().max() > 1e-8
+    assert (expected - values[1]).abs().max() < 1e-10 * max(1.0, values[0].abs().max())
