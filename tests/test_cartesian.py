@@ -265,7 +265,9 @@ def test_spherical_target_trains_and_exports_exactly(tmp_path):
     import ase.io
     import yaml
     from datasets import TINY_MODEL, example_structures
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, systems_to_torch
     from metatomic.torch.o3 import O3Transformations
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
     from test_wrapper_outputs import load
 
     from pet_metatrain.ecse.spherical import to_spherical
@@ -314,13 +316,6 @@ def test_spherical_target_trains_and_exports_exactly(tmp_path):
     values = []
     cell = example_structures(1, seed=100)[0]
     for atoms in (cell, rotated(cell, rotation)):
-        from metatomic.torch import (
-            ModelEvaluationOptions,
-            ModelOutput,
-            systems_to_torch,
-        )
-        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
-
         system = get_system_with_neighbor_lists(
             systems_to_torch(atoms, dtype=torch.float64),
             model.requested_neighbor_lists(),
