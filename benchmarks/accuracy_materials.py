@@ -147,13 +147,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once")
+    parser.add_argument(
+        "--archs", nargs="+", default=["pet", "pet_ecse"], help="architectures"
+    )
     parser.add_argument("--workdir", default="accuracy-materials")
     parser.add_argument("-o", "--output", default="accuracy-materials.json")
     args = parser.parse_args()
     args.train = args.train or str(DATA / f"{args.element}_training.xyz")
     args.test = args.test or str(DATA / f"{args.element}_test.xyz")
 
-    runs = [(arch, seed) for seed in args.seeds for arch in ("pet", "pet_ecse")]
+    runs = [(arch, seed) for seed in args.seeds for arch in args.archs]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: run(*job, args), runs))
     result = {

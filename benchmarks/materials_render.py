@@ -82,8 +82,9 @@ def accuracy_table(result: dict) -> list[str]:
 
 def nve_table(result: dict) -> list[str]:
     lines = [
-        f"Velocity Verlet, {result['timestep_fs']} fs, {result['steps']} steps, 300 K "
-        f"start, first mlearn {result['element']} test cell ({result['atoms']} atoms), "
+        f"{result['element']} ({result['atoms']} atoms): velocity Verlet, "
+        f"{result['timestep_fs']} fs, {result['steps']} steps "
+        f"({result['steps'] * result['timestep_fs'] / 1000:g} ps), 300 K start, "
         "the seed-1 models of the accuracy runs.",
         "",
         "| model | largest total-energy excursion meV | drift meV / ps / atom |",
@@ -101,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cost", help="JSON of materials_measure.py")
     parser.add_argument("accuracy", nargs="*", help="JSON of accuracy_materials.py")
-    parser.add_argument("--nve", help="JSON of nve_materials.py")
+    parser.add_argument("--nve", nargs="*", default=[], help="nve_materials.py JSON")
     parser.add_argument("--notes", help="markdown appended as the page's notes")
     parser.add_argument("-o", "--output", default="docs/benchmarks-materials.md")
     args = parser.parse_args()
@@ -128,8 +129,9 @@ def main() -> None:
         lines += ["", f"## Accuracy: {result['element']}", ""]
         lines += accuracy_table(result)
     if args.nve:
-        lines += ["", "## Energy conservation (NVE)", ""]
-        lines += nve_table(json.loads(Path(args.nve).read_text()))
+        lines += ["", "## Energy conservation (NVE)"]
+        for path in args.nve:
+            lines += ["", *nve_table(json.loads(Path(path).read_text()))]
     if args.notes:
         lines += ["", "## Notes", "", Path(args.notes).read_text().strip()]
     text = "\n".join(lines) + "\n"

@@ -1,13 +1,16 @@
 """Energy conservation (NVE) of exported models on a periodic DFT cell.
 
-Runs velocity Verlet (1 fs, 300 K Maxwell-Boltzmann start, fixed seed) with each
-given exported model on the first cell of an mlearn test set, through metatomic's
-ASE calculator, and records the total energy: the largest excursion from the start
-and the fitted drift per ps and atom. Writes JSON (rendered by
-``materials_render.py``).
+Runs velocity Verlet (300 K Maxwell-Boltzmann start, fixed seed) with each given
+exported model on one structure (by default the first of the largest cells of an
+mlearn test set), through metatomic's ASE calculator, and records the total
+energy: the largest excursion from the start and the fitted drift per ps and atom.
+Writes JSON (rendered by ``materials_render.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/nve_materials.py pet=pet/model.pt \\
-        pet_ecse=pet_ecse/model.pt --steps 500 -o nve-mo.json
+        pet_ecse=pet_ecse/model.pt --steps 2000 -o nve-mo.json
+    OMP_NUM_THREADS=1 python benchmarks/nve_materials.py pet=pet/model.pt \\
+        pet_ecse=pet_ecse/model.pt --structure ethanol.xyz --timestep 0.5 \\
+        --steps 20000 -o nve-ethanol.json
 """
 
 import argparse
@@ -24,7 +27,10 @@ from ase.md.verlet import VelocityVerlet
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
 
-def total_energies(model: str, atoms: ase.Atoms, steps: int) -> np.ndarray:
+def total_energies(
+    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float
+) -> np.ndarray:
+    """Total energy [steps + 1] along an NVE trajectory of ``atoms``."""
     from metatomic_ase import MetatomicCalculator
 
     atoms = atoms.copy()
@@ -33,7 +39,7 @@ def total_energies(model: str, atoms: ase.Atoms, steps: int) -> np.ndarray:
         atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
     )
     energies = [atoms.get_total_energy()]
-    dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
     dynamics.run(steps)
     return np.array(energies)
@@ -43,16 +49,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="name=path/to/model.pt")
     parser.add_argument("--element", default="Mo", choices=["Mo", "Ge"])
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--structure", help="extxyz file (first frame) instead")
+    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("-o", "--output", default="nve.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    atoms = ase.io.read(DATA / f"{args.element}_test.xyz", 0)
+    if args.structure:
+        atoms = ase.io.read(args.structure, 0)
+        name = Path(args.structure).stem
+    else:
+        cells = ase.io.read(DATA / f"{args.element}_test.xyz", ":")
+        atoms = max(cells, key=len)
+        name = args.element
     rows = []
     for item in args.models:
         name, path = item.split("=", 1)
-        energies = total_energies(path, atoms, args.steps)
-        times_ps = np.arange(len(energies)) * 1e-3
+        energies = total_energies(path, atoms, args.steps, args.timestep)
+        times_ps = np.arange(len(energies)) * args.timestep * 1e-3
         slope = np.polyfit(times_ps, energies, 1)[0]
         rows.append(
             {
@@ -63,10 +77,10 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "element": args.element,
+        "element": name,
         "atoms": len(atoms),
         "steps": args.steps,
-        "timestep_fs": 1.0,
+        "timestep_fs": args.timestep,
         "runs": rows,
     }
     Path(args.output).write_text(json.dumps(result, indent=1))

@@ -227,7 +227,8 @@ def plot_parity(
     energy_unit: str = "eV",
     length_unit: str = "A",
 ) -> Dict[str, Dict[str, float]]:
-    """Draw the parity plots; returns MAE and RMSE of each quantity."""
+    """Draw the parity plots; returns MAE and RMSE of each quantity, and its unit
+    under ``"unit"``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,10 +237,15 @@ def plot_parity(
     data = parity_data(
         predictions_path, reference_path, energy_key, forces_key, stress_key, target
     )
+    units = {
+        "energy per atom": energy_unit,
+        "forces": f"{energy_unit}/{length_unit}",
+        "stress": f"{energy_unit}/{length_unit}^3",
+    }
     labels = {
-        "energy per atom": f"energy per atom ({energy_unit})",
-        "forces": f"force components ({energy_unit}/{length_unit})",
-        "stress": f"stress components ({energy_unit}/{length_unit}^3)",
+        "energy per atom": f"energy per atom ({units['energy per atom']})",
+        "forces": f"force components ({units['forces']})",
+        "stress": f"stress components ({units['stress']})",
     }
     errors = {}
     fig, axes = plt.subplots(
@@ -249,7 +255,7 @@ def plot_parity(
         difference = pred - ref
         mae = float(np.mean(np.abs(difference)))
         rmse = float(np.sqrt(np.mean(difference**2)))
-        errors[name] = {"MAE": mae, "RMSE": rmse}
+        errors[name] = {"MAE": mae, "RMSE": rmse, "unit": units[name]}
         low = min(ref.min(), pred.min())
         high = max(ref.max(), pred.max())
         margin = 0.05 * (high - low or 1.0)
@@ -262,7 +268,9 @@ def plot_parity(
         ax.set_aspect("equal")
         ax.set_xlabel(f"reference {labels[name]}")
         ax.set_ylabel(f"predicted {labels[name]}")
-        ax.set_title(f"MAE {mae:.3g}, RMSE {rmse:.3g}", fontsize=9)
+        ax.set_title(
+            f"MAE {mae:.3g} {units[name]}, RMSE {rmse:.3g} {units[name]}", fontsize=9
+        )
     fig.tight_layout()
     fig.savefig(output, dpi=100)
     plt.close(fig)
@@ -287,8 +295,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--energy-key", help="reference energy key in atoms.info")
     parser.add_argument("--forces-key", help="reference forces key in atoms.arrays")
     parser.add_argument("--stress-key", help="reference stress key in atoms.info")
-    parser.add_argument("--energy-unit", default="eV")
-    parser.add_argument("--length-unit", default="A")
+    parser.add_argument(
+        "--energy-unit", default="eV", help="energy unit of both files (eV)"
+    )
+    parser.add_argument(
+        "--length-unit", default="A", help="length unit of both files (A)"
+    )
     args = parser.parse_args(argv)
 
     if args.parity:
@@ -306,7 +318,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             length_unit=args.length_unit,
         )
         for name, values in errors.items():
-            print(f"{name}: MAE {values['MAE']:.6g}, RMSE {values['RMSE']:.6g}")
+            unit = values["unit"]
+            print(
+                f"{name}: MAE {values['MAE']:.6g} {unit}, "
+                f"RMSE {values['RMSE']:.6g} {unit}"
+            )
     else:
         output = args.output or "curves.png"
         plot_curves(args.files, output, "MAE" if args.mae else "RMSE")

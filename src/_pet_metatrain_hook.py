@@ -11,6 +11,10 @@ metatrain 2026.4 only knows architectures that live inside its own package folde
 
 ``pet_metatrain.pth`` calls ``install()`` at interpreter start-up, so it must stay
 cheap: nothing but ``sys`` is imported until a ``metatrain.*`` import happens.
+
+On the first ``metatrain.*`` import, ``quiet_known_noise()`` also hides a few
+known, harmless warnings of other packages (matched by their exact wording) that
+``mtt`` would otherwise print before anything useful; see docs/troubleshooting.md.
 """
 
 import sys
@@ -32,6 +36,54 @@ _MODULE_ATTRS = (
 )
 _package_dir_cache = None
 _warned = False
+_quieted = False
+
+# (category, message regex) of warnings from other packages that say nothing
+# actionable to a user of ``mtt`` or ``pet-ecse``
+_KNOWN_WARNINGS = (
+    # omegaconf 2.4 deprecation, triggered by metatrain's own resolvers
+    ("UserWarning", r"register_new_resolver\(\) is deprecated"),
+    # torch 2.10+ deprecates TorchScript, which metatomic's exported models are
+    ("DeprecationWarning", r"`torch\.jit\.\w+` is (deprecated|not supported)"),
+)
+# log messages of metatrain that are wrong: metatrain 2026.4 says this whatever the
+# size, and "Skipping dataset statistics." follows when it is true
+_KNOWN_LOG_MESSAGES = (r"^Datasets are too large \(>1M total structures\)",)
+
+
+def quiet_known_noise():
+    """Hide the warnings of ``_KNOWN_WARNINGS`` (also when ``mtt`` routes warnings
+    to its log) and the log messages of ``_KNOWN_LOG_MESSAGES``; nothing else."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
+    import builtins
+    import logging
+    import re
+    import warnings
+
+    for category, message in _KNOWN_WARNINGS:
+        warnings.filterwarnings(
+            "ignore", message=message, category=getattr(builtins, category)
+        )
+    # ``mtt`` turns deprecation warnings back on and logs warnings as records
+    # "path:line: Category: message" of the ``py.warnings`` logger
+    warning_patterns = [
+        re.compile(rf"{category}: {message}") for category, message in _KNOWN_WARNINGS
+    ]
+    log_patterns = [re.compile(message) for message in _KNOWN_LOG_MESSAGES]
+
+    def keep_warning(record):
+        text = record.getMessage()
+        return not any(pattern.search(text) for pattern in warning_patterns)
+
+    def keep_message(record):
+        text = record.getMessage()
+        return not any(pattern.search(text) for pattern in log_patterns)
+
+    logging.getLogger("py.warnings").addFilter(keep_warning)
+    logging.getLogger().addFilter(keep_message)
 
 
 def _package_dir():
@@ -129,6 +181,7 @@ class _Finder:
     def find_spec(self, fullname, path=None, target=None):
         if not fullname.startswith("metatrain."):
             return None
+        quiet_known_noise()
         if fullname == ALIAS or fullname.startswith(ALIAS + "."):
             return _alias_spec(fullname, path)
         if fullname != _ARCHITECTURES:

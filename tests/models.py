@@ -104,6 +104,10 @@ def make_model(
 ) -> PETECSE:
     torch.manual_seed(seed)
     model = PETECSE(small_hypers(**kw), dataset_info(with_dipole, cartesian))
+    # the angular bias starts at zero: give it weights as random as the others
+    for name, parameter in model.named_parameters():
+        if name.endswith("angular_weight"):
+            torch.nn.init.normal_(parameter)
     return model.to(dtype).eval()
 
 

@@ -49,3 +49,45 @@ def test_force_loss_gradients_are_finite_in_float32():
     loss.backward()
     gradients = [p.grad for p in model.parameters() if p.grad is not None]
     assert gradients and all(bool(torch.isfinite(g).all()) for g in gradients)
+
+
+def test_angular_basis_is_legendre_of_the_edge_angles():
+    """P_l(cos theta_jk) for every two edges, zero beside the central token and for
+    padding (r = 0), finite gradients there."""
+    from pet_metatrain.modules.transformer import angular_basis
+
+    rng = np.random.default_rng(0)
+    vectors = torch.tensor(rng.normal(size=(1, 3, 3)))
+    radius = vectors.norm(dim=-1, keepdim=True)
+    geometry = torch.cat([vectors, radius], dim=-1)
+    padded = torch.cat([geometry, torch.zeros(1, 1, 4, dtype=geometry.dtype)], dim=1)
+    padded.requires_grad_(True)
+    basis = angular_basis(padded, 4)
+    assert basis.shape == (1, 4, 5, 5)
+    unit = (vectors / radius)[0].numpy()
+    cosine = unit @ unit.T
+    for degree in range(1, 5):
+        expected = np.polynomial.legendre.legval(cosine, [0] * degree + [1])
+        np.testing.assert_allclose(basis[0, degree - 1, 1:4, 1:4].detach(), expected)
+    assert torch.all(basis[:, :, 0] == 0) and torch.all(basis[:, :, :, 0] == 0)
+    basis.sum().backward()
+    assert bool(torch.isfinite(padded.grad).all())
+
+
+def test_angular_bias_changes_the_model_and_keeps_it_exact():
+    """With random bias weights the prediction differs from the model without the
+    bias, and stays rotation invariant (the cosines are)."""
+    from models import random_rotation, rotated
+
+    frames = [ase.build.molecule("CH3CH2OH")]
+    with_bias = make_model(frames="token")
+    without = make_model(frames="token", angular_bias_order=0)
+    assert not np.allclose(
+        evaluate(with_bias, frames)["energy"], evaluate(without, frames)["energy"]
+    )
+    turned = [rotated(frames[0], random_rotation(np.random.default_rng(1)))]
+    np.testing.assert_allclose(
+        evaluate(with_bias, turned)["energy"],
+        evaluate(with_bias, frames)["energy"],
+        rtol=1e-12,
+    )

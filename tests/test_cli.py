@@ -140,7 +140,30 @@ def trained(tmp_path_factory, data) -> Path:
     write_options(directory, options())
     result = mtt(directory, "train", "options.yaml")
     assert "Starting training from scratch" in result.stdout
+    (directory / "mtt-train.out").write_text(result.stdout + result.stderr)
     return directory
+
+
+# known noise of other packages that pet_metatrain hides (see
+# _pet_metatrain_hook.quiet_known_noise) or does not cause any more
+NOISE = [
+    "register_new_resolver() is deprecated",
+    "`torch.jit.script` is deprecated",
+    "`torch.jit.save` is deprecated",
+    "`torch.jit.load` is deprecated",
+    "Datasets are too large (>1M total structures)",
+    "Training on device cpu with dtype",
+]
+
+
+def test_mtt_prints_no_known_noise(trained, tmp_path):
+    output = (trained / "mtt-train.out").read_text()
+    for message in NOISE:
+        assert message not in output, message
+    assert "Composition weights and scales are fitted in float64" in output
+    result = mtt(tmp_path, "export", str(trained / "model.ckpt"), "-o", "again.pt")
+    for message in NOISE:
+        assert message not in result.stdout + result.stderr, message
 
 
 def test_train_writes_checkpoint_and_model(trained):
@@ -265,6 +288,60 @@ def test_restart_auto_after_kill(data, tmp_path):
     assert (tmp_path / "model.pt").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_signal_leaves_a_checkpoint_to_restart_from(data, tmp_path, signal_number):
+    """SLURM's SIGTERM or Ctrl-C's SIGINT in the middle of an epoch: the run saves
+    its current state, says so, exits with 128 + signal, and ``--restart auto``
+    resumes from that checkpoint rather than the last periodic one."""
+    num_epochs = 3
+    shutil.copy(data, tmp_path / "data.xyz")
+    # no periodic checkpoint before the end: all work since the start is kept
+    write_options(tmp_path, options(num_epochs=num_epochs, checkpoint_interval=100))
+    log_path = tmp_path / "stopped.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [mtt_executable(), "train", "options.yaml"],
+            cwd=tmp_path,
+            env=environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Starting training\n" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside the first epoch (a few seconds long)
+        process.send_signal(signal_number)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    output = log_path.read_text()
+    assert process.returncode == 128 + signal_number, output
+    assert f"received {signal.Signals(signal_number).name}" in output
+    assert "Training stopped by a signal" in output
+    assert "--restart auto" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "model.ckpt").exists()
+    saved = newest_checkpoint(tmp_path)
+    assert saved is not None and saved.name == "model_interrupted.ckpt", output
+    state = torch.load(saved, weights_only=False)
+    assert state["optimizer_state_dict"]["state"], "no optimizer step was saved"
+    assert state["scheduler_state_dict"]["last_epoch"] > 0
+
+    result = mtt(tmp_path, "train", "options.yaml", "--restart", "auto")
+    assert f"Restarting training from '{saved.relative_to(tmp_path)}'" in (
+        result.stdout
+    )
+    epochs = [int(e) for e in re.findall(r"Epoch:\s+(\d+) \|", result.stdout)]
+    completed = -1 if state["epoch"] is None else state["epoch"]
+    assert epochs == list(range(completed + 1, num_epochs))
+    assert (tmp_path / "model.pt").is_file()
+
+
 def test_finetune(trained, data, tmp_path):
     shutil.copy(data, tmp_path / "data.xyz")
     content = options(num_epochs=2, finetune={"read_from": str(trained / "model.ckpt")})
@@ -305,8 +382,12 @@ def test_unknown_atomic_type(trained):
     atoms = atoms.copy()
     atoms.numbers[0] = 1  # hydrogen: not in the training set
     atoms.calc = calculator(trained / "model.pt")
-    with pytest.raises(ValueError, match="atomic type '?1'?"):
+    with pytest.raises(ValueError, match="atomic type '?1'?") as error:
         atoms.get_potential_energy()
+    # docs/troubleshooting.md quotes what the user sees
+    quoted = str(error.value).replace("'1'", "'Z'")
+    troubleshooting = Path(__file__).parents[1] / "docs" / "troubleshooting.md"
+    assert f"`{quoted}`" in troubleshooting.read_text()
 
 
 def test_model_refuses_unknown_atomic_type(trained):

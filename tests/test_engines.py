@@ -557,10 +557,12 @@ def test_parity_plot_of_mtt_eval(trained, model_path, calculator, tmp_path):
     assert (tmp_path / "parity.png").stat().st_size > 10_000
 
     # the printed errors are those of the model against the reference
-    errors = {}
+    errors, units = {}, {}
     for line in result.stdout.splitlines():
         name, values = line.split(": ")
-        errors[name] = float(values.split(",")[0].split()[1])
+        _, value, units[name] = values.split(",")[0].split()
+        errors[name] = float(value)
+    assert units == {"energy per atom": "eV", "forces": "eV/A", "stress": "eV/A^3"}
     predicted, reference = [], []
     forces_error = []
     for atoms in frames:

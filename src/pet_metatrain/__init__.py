@@ -3,10 +3,13 @@
 
 import _pet_metatrain_hook
 
+from .convert import install_finetune_hook
 from .model import PETECSE
 from .trainer import Trainer
 
 _pet_metatrain_hook.install()
+# `finetune: read_from:` may name a metatrain pet checkpoint
+install_finetune_hook()
 
 __model__ = PETECSE
 __trainer__ = Trainer

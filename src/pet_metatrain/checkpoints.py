@@ -80,11 +80,25 @@ def _model_v4_to_v5(checkpoint: Dict[str, Any]) -> None:
         symmetrization["frames"] = "atom"
 
 
+def _model_v5_to_v6(checkpoint: Dict[str, Any]) -> None:
+    """v6 added the angular bias of attention (``angular_bias_order``); v5 models
+    have none."""
+    checkpoint["model_data"]["model_hypers"].setdefault("angular_bias_order", 0)
+
+
+def _model_v6_to_v7(checkpoint: Dict[str, Any]) -> None:
+    """v7 added ``bond_bias`` (metatrain ``pet``'s readout layout, for converted
+    ``pet`` models); v6 models have none."""
+    checkpoint["model_data"]["model_hypers"].setdefault("bond_bias", False)
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
     3: _model_v3_to_v4,
     4: _model_v4_to_v5,
+    5: _model_v5_to_v6,
+    6: _model_v6_to_v7,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

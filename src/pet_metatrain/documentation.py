@@ -27,6 +27,7 @@ Additional outputs
 from typing import Literal, Optional
 
 from metatrain.composition.documentation import FixedCompositionWeights
+from metatrain.pet.modules.finetuning import FinetuneHypers, NoFinetuneHypers
 from metatrain.scaler.documentation import FixedScalerWeights
 from metatrain.utils.hypers import init_with_defaults
 from metatrain.utils.loss import LossSpecification
@@ -122,13 +123,6 @@ class SymmetrizationHypers(TypedDict):
     fails with an error before allocating instead of exhausting memory."""
 
 
-class FinetuneHypers(TypedDict):
-    """Where fine-tuning starts from."""
-
-    read_from: Optional[str] = None
-    """Checkpoint to fine-tune, or ``None`` to train from scratch."""
-
-
 class ModelHypers(TypedDict):
     """Hyperparameters of the PET model and of its symmetrization."""
 
@@ -154,8 +148,18 @@ class ModelHypers(TypedDict):
     average it, and the rest runs once. ``None`` feeds (x, y, z, r) to each
     block's linear geometry embedding (the paper, metatrain's ``pet``); ``token``
     frames then are not available."""
+    angular_bias_order: int = 4
+    """Degree of the angular bias of attention: every head adds
+    ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges
+    to neighbours j and k (Legendre polynomials of their angle, learnt weights
+    starting at zero). Invariant, so exact in every ECSE mode; ``0`` turns it off
+    (metatrain's ``pet``, checkpoints from before it)."""
     d_head: int = 128
     """Hidden width of the readout heads."""
+    bond_bias: bool = False
+    """metatrain ``pet``'s readout layout: the bond (edge) readout gets a bias that
+    is added once per neighbour, weighted by its cutoff factor, and vector targets
+    get biases too. ``pet-ecse convert`` sets it to reproduce a ``pet`` model."""
     d_feedforward: int = 256
     """Hidden width of the transformer feed-forward networks."""
     num_heads: int = 8
@@ -238,6 +242,19 @@ class TrainerHypers(TypedDict):
     """Batches with fewer atoms are dropped when ``max_atoms_per_batch`` is set."""
     augmentation: bool = True
     """Random O(3) rotation of every training structure (needed by plain PET)."""
-    finetune: FinetuneHypers = {"read_from": None}
-    """Fine-tuning: ``{read_from: path/to/model.ckpt}`` starts from a trained
-    checkpoint (its best model); all weights are trained."""
+    finetune: NoFinetuneHypers | FinetuneHypers = {
+        "read_from": None,
+        "method": "full",
+        "config": {},
+        "inherit_heads": {},
+    }
+    """Fine-tuning, with metatrain ``pet``'s methods: ``read_from`` a trained
+    ``pet_ecse`` checkpoint (its best model) or a metatrain ``pet`` checkpoint
+    (converted on reading); ``method``: ``full`` (all weights), ``heads`` (only
+    the heads and last layers; ``config``: ``head_modules``,
+    ``last_layer_modules``, with pet's names ``node_heads``/``edge_heads`` and
+    ``node_last_layers``/``edge_last_layers``) or ``lora`` (``config``:
+    ``rank``, ``alpha``, ``target_modules``, default pet's ``input_linear`` and
+    ``output_linear``: the attention projections); ``inherit_heads``: new
+    target -> existing target whose heads initialize it. A ``symmetrization``
+    block in the model hypers switches ECSE on or off for the fine-tuning."""

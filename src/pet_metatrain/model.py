@@ -42,13 +42,16 @@ from .modules.switching import cosine_cutoff
 ARCHITECTURE_NAME = "pet_ecse"
 
 
-def resolved_frames(symmetrization: Dict[str, Any]) -> str:
+def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
     """The frames mode a ``symmetrization`` block asks for: ``auto`` is
     ``token`` where ECSE is trained in and ``structure`` (a-posteriori) where
-    it is not."""
+    it is not; models without the edge embedding that ``token`` frames need
+    (converted ``pet`` models, old checkpoints) train ``atom`` frames in."""
     frames = str(symmetrization["frames"])
     if frames == "auto":
-        return "token" if symmetrization["during_training"] else "structure"
+        if not symmetrization["during_training"]:
+            return "structure"
+        return "token" if edge_embedding else "atom"
     return frames
 
 
@@ -99,7 +102,7 @@ def add_shared_blocks(tensor: TensorMap, other: TensorMap) -> TensorMap:
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 5
+    __checkpoint_version__ = 7
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
@@ -164,13 +167,17 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
         self.single_label = Labels.single()
         self.has_new_targets = False
+        # the ``finetune`` block this model is trained with (see finetuning.py)
+        self.finetune_config: Dict[str, Any] = {}
 
     def set_symmetrization(self, symmetrization: Dict[str, Any]) -> None:
         """Apply a ``symmetrization`` block (it holds no weights, so it can change
         between training, fine-tuning and export)."""
         self.hypers["symmetrization"] = dict(symmetrization)
         self.symmetrize = symmetrization["method"] == "ecse"
-        self.frames = resolved_frames(symmetrization)
+        self.frames = resolved_frames(
+            symmetrization, self.hypers.get("d_edge_embedding") is not None
+        )
         if self.frames == "token" and self.hypers.get("d_edge_embedding") is None:
             raise ValueError(
                 "ECSE `frames: token` needs the edge embedding, and this model has "
@@ -603,6 +610,13 @@ class PETECSE(ModelInterface[ModelHypers]):
         data = checkpoint["model_data"]
         model = cls(hypers=data["model_hypers"], dataset_info=data["dataset_info"])
         model.loaded_for_finetuning = context == "finetune"
+        finetune_config = data.get("finetune_config") or {}
+        if finetune_config:
+            # restores LoRA layers and frozen weights; the heads were inherited
+            # when fine-tuning started
+            from .finetuning import apply_finetuning
+
+            model = apply_finetuning(model, finetune_config, apply_inherit_heads=False)
         dtype = next(v for v in state_dict.values() if v.is_floating_point()).dtype
         model.to(dtype).load_state_dict(state_dict)
         model.additive_models[0].sync_tensor_maps()
@@ -646,6 +660,7 @@ class PETECSE(ModelInterface[ModelHypers]):
             "model_data": {
                 "model_hypers": self.hypers,
                 "dataset_info": self.dataset_info,
+                "finetune_config": self.finetune_config,
             },
             "epoch": None,
             "best_epoch": None,

@@ -1,6 +1,7 @@
 """Training loop of ``pet_ecse`` on metatrain's machinery (data, losses, metrics,
 composition baseline, scaling, O(3) augmentation, distributed training)."""
 
+import contextlib
 import copy
 import logging
 import math
@@ -48,7 +49,11 @@ from torch.utils.data import DistributedSampler
 
 from . import checkpoints
 from .documentation import TrainerHypers
+from .finetuning import apply_finetuning
+from .interruption import StopRequests
 from .model import PETECSE
+
+INTERRUPTED_CHECKPOINT = "model_interrupted.ckpt"
 
 
 def warmup_cosine_schedule(
@@ -89,6 +94,45 @@ def make_optimizer(
         return optimizer_class(parameters, fused=True, **options)
     except RuntimeError:  # no fused kernel for these parameters' device
         return optimizer_class(parameters, **options)
+
+
+@contextlib.contextmanager
+def _without_log_messages(prefix: str):
+    """Drop the root logger's records starting with ``prefix`` (messages of
+    metatrain's helpers that would mislead here)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def check_no_empty_structures(
+    datasets: List[Union[Dataset, torch.utils.data.Subset]], split: str
+) -> None:
+    """Refuse structures without atoms with a clear message (metatrain's scaler
+    and the neighbour list would fail on them with an obscure one). Data sets read
+    from disk are not read a second time for this."""
+    for number, dataset in enumerate(datasets):
+        base, indices = dataset, list(range(len(dataset)))
+        while isinstance(base, torch.utils.data.Subset):
+            indices = [int(base.indices[i]) for i in indices]
+            base = base.dataset
+        if not isinstance(base, Dataset):
+            continue
+        for index in indices:
+            if len(base[index]["system"]) == 0:
+                which = f" {number}" if len(datasets) > 1 else ""
+                raise ValueError(
+                    f"structure {index} (counting from 0) of the file of the "
+                    f"{split} set{which} has no atoms: remove empty structures "
+                    "from the data"
+                )
 
 
 def _init_process_group(device: torch.device, port: int) -> tuple:
@@ -162,32 +206,52 @@ class Trainer(TrainerInterface[TrainerHypers]):
             device, world_size, rank = devices[0], 1, 0
         logging.info(f"Training on {world_size} process(es), {device}, {dtype}")
 
+        check_no_empty_structures(train_datasets, "training")
+        check_no_empty_structures(val_datasets, "validation")
         model.to(device=device, dtype=dtype)
+        if hypers["finetune"]["read_from"] is not None:
+            # inherit_heads copies weights once, when fine-tuning starts
+            model = apply_finetuning(
+                model,
+                hypers["finetune"],
+                apply_inherit_heads=self.optimizer_state_dict is None,
+            )
+            logging.info(
+                f"Fine-tuning method {model.finetune_config['method']}: "
+                f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} "
+                "trainable parameters"
+            )
         # composition weights can be large: keep them and the scales in float64
         for additive_model in model.additive_models:
             additive_model.to(dtype=torch.float64)
         model.scaler.to(dtype=torch.float64)
-
-        train_or_load_composition_model(
-            composition_model=model.additive_models[0],
-            atomic_baseline=hypers["atomic_baseline"],
-            train_datasets=train_datasets,
-            other_additive_models=list(model.additive_models[1:]),
-            batch_size=hypers["batch_size"],
-            is_distributed=is_distributed,
-            checkpoint_dir=checkpoint_dir,
+        logging.info(
+            f"Composition weights and scales are fitted in float64, the model "
+            f"trains in {dtype}"
         )
-        if hypers["scale_targets"]:
-            train_or_load_scaler(
-                scaler=model.scaler,
-                fixed_weights=hypers["fixed_scaling_weights"],
+        # metatrain's fitting helpers log "Training on device cpu with dtype
+        # torch.float64" even where the model trains in float32
+        with _without_log_messages("Training on device"):
+            train_or_load_composition_model(
+                composition_model=model.additive_models[0],
+                atomic_baseline=hypers["atomic_baseline"],
                 train_datasets=train_datasets,
-                additive_models=model.additive_models,
+                other_additive_models=list(model.additive_models[1:]),
                 batch_size=hypers["batch_size"],
                 is_distributed=is_distributed,
                 checkpoint_dir=checkpoint_dir,
-                per_structure_targets=hypers["per_structure_targets"],
             )
+            if hypers["scale_targets"]:
+                train_or_load_scaler(
+                    scaler=model.scaler,
+                    fixed_weights=hypers["fixed_scaling_weights"],
+                    train_datasets=train_datasets,
+                    additive_models=model.additive_models,
+                    batch_size=hypers["batch_size"],
+                    is_distributed=is_distributed,
+                    checkpoint_dir=checkpoint_dir,
+                    per_structure_targets=hypers["per_structure_targets"],
+                )
 
         train_dataloader, val_dataloader, epoch_samplers = self._dataloaders(
             model, train_datasets, val_datasets, is_distributed, world_size, rank
@@ -204,7 +268,9 @@ class Trainer(TrainerInterface[TrainerHypers]):
             config=cast(Dict[str, LossSpecification], hypers["loss"]),
         )
         optimizer = make_optimizer(
-            model.parameters(), hypers["learning_rate"], hypers["weight_decay"]
+            [p for p in model.parameters() if p.requires_grad],
+            hypers["learning_rate"],
+            hypers["weight_decay"],
         )
         scheduler = warmup_cosine_schedule(
             optimizer,
@@ -223,56 +289,68 @@ class Trainer(TrainerInterface[TrainerHypers]):
         metric_logger: Optional[MetricLogger] = None
         epoch = start_epoch
         logging.info("Starting training")
-        for epoch in range(start_epoch, hypers["num_epochs"]):
-            for sampler in epoch_samplers:
-                sampler.set_epoch(epoch)
-            log_this_epoch = epoch == start_epoch or epoch % hypers["log_interval"] == 0
-            train_info = self._run_epoch(
-                model,
-                train_dataloader,
-                loss_fn,
-                dtype,
-                device,
-                is_distributed,
-                optimizer=optimizer,
-                scheduler=scheduler,
-            )
-            with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
-                val_info = self._run_epoch(
-                    model, val_dataloader, loss_fn, dtype, device, is_distributed
+        self._checkpoint_dir = checkpoint_dir
+        # SIGTERM/SIGINT: save a checkpoint for `--restart auto` and exit
+        with StopRequests() as stop:
+            for epoch in range(start_epoch, hypers["num_epochs"]):
+                for sampler in epoch_samplers:
+                    sampler.set_epoch(epoch)
+                log_this_epoch = (
+                    epoch == start_epoch or epoch % hypers["log_interval"] == 0
                 )
-            if metric_logger is None:
-                metric_logger = MetricLogger(
-                    log_obj=ROOT_LOGGER,
-                    dataset_info=raw_model.dataset_info,
-                    initial_metrics=[train_info, val_info],
-                    names=["training", "validation"],
+                train_info = self._run_epoch(
+                    model,
+                    train_dataloader,
+                    loss_fn,
+                    dtype,
+                    device,
+                    is_distributed,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    stop=stop,
                 )
-            if log_this_epoch:
-                metric_logger.log(
-                    metrics=[train_info, val_info],
-                    epoch=epoch,
-                    rank=rank,
-                    learning_rate=optimizer.param_groups[0]["lr"],
-                )
-
-            metric = get_selected_metric(val_info, hypers["best_model_metric"])
-            if metric < self.best_metric:
-                self.best_metric = metric
-                self.best_epoch = epoch
-                self.best_model_state_dict = copy.deepcopy(raw_model.state_dict())
-                self.best_optimizer_state_dict = copy.deepcopy(optimizer.state_dict())
-
-            if epoch % hypers["checkpoint_interval"] == 0:
-                if is_distributed:
-                    torch.distributed.barrier()
-                self.epoch = epoch
-                self.optimizer_state_dict = optimizer.state_dict()
-                self.scheduler_state_dict = scheduler.state_dict()
-                if rank == 0:
-                    self.save_checkpoint(
-                        raw_model, Path(checkpoint_dir) / f"model_{epoch}.ckpt"
+                if train_info is None:  # stopped within the epoch
+                    self._stop(stop, raw_model, optimizer, scheduler, epoch - 1, rank)
+                with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
+                    val_info = self._run_epoch(
+                        model, val_dataloader, loss_fn, dtype, device, is_distributed
                     )
+                if metric_logger is None:
+                    metric_logger = MetricLogger(
+                        log_obj=ROOT_LOGGER,
+                        dataset_info=raw_model.dataset_info,
+                        initial_metrics=[train_info, val_info],
+                        names=["training", "validation"],
+                    )
+                if log_this_epoch:
+                    metric_logger.log(
+                        metrics=[train_info, val_info],
+                        epoch=epoch,
+                        rank=rank,
+                        learning_rate=optimizer.param_groups[0]["lr"],
+                    )
+
+                metric = get_selected_metric(val_info, hypers["best_model_metric"])
+                if metric < self.best_metric:
+                    self.best_metric = metric
+                    self.best_epoch = epoch
+                    self.best_model_state_dict = copy.deepcopy(raw_model.state_dict())
+                    self.best_optimizer_state_dict = copy.deepcopy(
+                        optimizer.state_dict()
+                    )
+
+                if epoch % hypers["checkpoint_interval"] == 0:
+                    if is_distributed:
+                        torch.distributed.barrier()
+                    self.epoch = epoch
+                    self.optimizer_state_dict = optimizer.state_dict()
+                    self.scheduler_state_dict = scheduler.state_dict()
+                    if rank == 0:
+                        self.save_checkpoint(
+                            raw_model, Path(checkpoint_dir) / f"model_{epoch}.ckpt"
+                        )
+                if stop.requested(is_distributed):
+                    self._stop(stop, raw_model, optimizer, scheduler, epoch, rank)
 
         self.epoch = epoch
         self.optimizer_state_dict = optimizer.state_dict()
@@ -281,6 +359,37 @@ class Trainer(TrainerInterface[TrainerHypers]):
             # leave together: a rank tearing gloo down early can abort the others
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
+
+    def _stop(
+        self,
+        stop: StopRequests,
+        model: ModelInterface,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LambdaLR,
+        completed_epoch: int,
+        rank: int,
+    ) -> None:
+        """Save the current state as a checkpoint that ``--restart auto`` finds
+        (it picks the newest), say so in the log, and exit with 128 + signal."""
+        is_distributed = (
+            torch.distributed.is_available() and torch.distributed.is_initialized()
+        )
+        self.epoch = completed_epoch if completed_epoch >= 0 else None
+        self.optimizer_state_dict = optimizer.state_dict()
+        self.scheduler_state_dict = scheduler.state_dict()
+        path = Path(self._checkpoint_dir) / INTERRUPTED_CHECKPOINT
+        if rank == 0:
+            self.save_checkpoint(model, path)
+        done = "no epoch" if self.epoch is None else f"epoch {self.epoch}"
+        logging.warning(
+            f"Training stopped by a signal after {done} (and part of the next): "
+            f"saved {path}; `mtt train <options> --restart auto` resumes from it "
+            "(repeating the unfinished epoch)"
+        )
+        if is_distributed:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        raise SystemExit(stop.exit_code)
 
     def _dataloaders(
         self,
@@ -379,9 +488,11 @@ class Trainer(TrainerInterface[TrainerHypers]):
         is_distributed: bool,
         optimizer: Optional[torch.optim.Optimizer] = None,
         scheduler: Optional[LambdaLR] = None,
-    ) -> Dict[str, float]:
+        stop: Optional[StopRequests] = None,
+    ) -> Optional[Dict[str, float]]:
         """One pass over ``dataloader``; trains when an optimizer is given.
-        Returns the loss and the RMSE/MAE metrics in the targets' units."""
+        Returns the loss and the RMSE/MAE metrics in the targets' units, or None
+        where ``stop`` asked to stop after a step."""
         training = optimizer is not None
         raw_model = model.module if is_distributed else model
         targets_info = raw_model.dataset_info.targets
@@ -427,6 +538,8 @@ class Trainer(TrainerInterface[TrainerHypers]):
                 )
                 optimizer.step()
                 scheduler.step()
+                if stop is not None and stop.requested(is_distributed):
+                    return None
             if is_distributed:
                 torch.distributed.all_reduce(loss)
             total_loss += loss.item()

@@ -13,7 +13,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from ..ecse.frames import to_lab_frame, token_frames_to_lab, weighted_sum
-from .transformer import Transformer
+from .transformer import Transformer, angular_basis
 
 
 class Views(NamedTuple):
@@ -64,6 +64,11 @@ def node_width(hypers: Dict) -> int:
     """``d_node``, which defaults to ``d_pet`` (the paper's single width)."""
     d_node = hypers.get("d_node")
     return int(hypers["d_pet"] if d_node is None else d_node)
+
+
+def angular_order(hypers: Dict) -> int:
+    """Degree of the attention's angular bias, 0 (none) in models without it."""
+    return int(hypers.get("angular_bias_order") or 0)
 
 
 def _mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
@@ -118,6 +123,7 @@ class MessagePassingBlock(torch.nn.Module):
             hypers["transformer_type"] == "PreLN",
             hypers["activation"] == "SwiGLU",
             getattr(torch.nn, hypers["normalization"]),
+            angular_order(hypers),
         )
         self.central_heads = torch.nn.ModuleDict({})
         self.bond_heads = torch.nn.ModuleDict({})
@@ -131,12 +137,14 @@ class MessagePassingBlock(torch.nn.Module):
         node: Optional[torch.Tensor],
         factors: torch.Tensor,
         message_table: Optional[torch.Tensor],
+        angular: Optional[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
 
         ``node`` is the carried node stream (``carried`` blocks only). The messages
         come either as a tensor or, where they are rows of an embedding (the first
-        block), as that embedding's weight ``message_table``."""
+        block), as that embedding's weight ``message_table``. ``angular`` is the
+        basis of the attention's angular bias (:func:`angular_basis`), if any."""
         hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
         token = self.token_embedding[2](self.token_embedding[1](hidden))
         if node is None:
@@ -144,7 +152,7 @@ class MessagePassingBlock(torch.nn.Module):
         ones = torch.ones(
             factors.shape[0], 1, dtype=factors.dtype, device=factors.device
         )
-        return self.transformer(node, token, torch.cat([ones, factors], dim=1))
+        return self.transformer(node, token, torch.cat([ones, factors], dim=1), angular)
 
     def _token_inputs(
         self,
@@ -203,6 +211,7 @@ class PETNetwork(torch.nn.Module):
         self.chunk_width = max(self.d_pet, self.d_node, hidden)
         self.chunk_elements = CHUNK_ELEMENTS
         self.num_blocks = int(hypers["num_gnn_layers"])
+        self.angular_order = angular_order(hypers)
         self.feedforward = hypers["featurizer_type"] == "feedforward"
         lookup = torch.full((max(atomic_types) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(atomic_types)] = torch.arange(len(atomic_types))
@@ -230,6 +239,11 @@ class PETNetwork(torch.nn.Module):
             ]
         )
         self.last_layers = torch.nn.ModuleDict({})
+        # metatrain ``pet``'s layout (converted models): its bond last layers
+        # have a bias, which it adds once per neighbour weighted by the cutoff
+        # factor, i.e. ``b sum_j c_ij``; and its vector targets have biases
+        self.bond_bias = bool(hypers.get("bond_bias", False))
+        self.bond_biases = torch.nn.ModuleDict({})
         self.output_shapes: Dict[str, List[int]] = {}
         self.is_vector: Dict[str, bool] = {}
 
@@ -245,8 +259,11 @@ class PETNetwork(torch.nn.Module):
         # a bias lets scalar targets shift freely (an offset learnt through the
         # weights alone lingered for epochs); vectors get none, it would orient them
         self.last_layers[name] = torch.nn.Linear(
-            2 * len(readout) * self.d_head, size, bias=not is_vector
+            2 * len(readout) * self.d_head, size, bias=self.bond_bias or not is_vector
         )
+        if self.bond_bias:
+            # applied to sum_j c_ij [n, 1]: the bias of every edge's contribution
+            self.bond_biases[name] = torch.nn.Linear(1, size, bias=False)
         self.output_shapes[name] = shape
         self.is_vector[name] = is_vector
 
@@ -342,11 +359,27 @@ class PETNetwork(torch.nn.Module):
         # each chunk's rows (atoms, or views rotated into their frames) are built
         # once and shared by all blocks; only the messages change between blocks
         chunks: List[
-            Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+            Tuple[
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                Optional[torch.Tensor],
+            ]
         ] = []
         for index in range(len(bounds) - 1):
             start, stop = row_bounds[index], row_bounds[index + 1]
             first, last = bounds[index], bounds[index + 1]
+            # the angles between edges are invariant: read in the lab frame
+            angular: Optional[torch.Tensor] = None
+            if self.angular_order > 0:
+                lab_geometry = (
+                    geometry[first:last]
+                    if views is None
+                    else geometry[views.atom[start:stop]]
+                )
+                angular = angular_basis(lab_geometry, self.angular_order)
             if views is None:
                 # slices are views of the inputs: no copies
                 rows = torch.arange(first, last, device=factors.device)
@@ -371,6 +404,7 @@ class PETNetwork(torch.nn.Module):
                         factors[first:last],
                         species_index[first:last],
                         neighbor_index[first:last],
+                        angular,
                     )
                 )
             else:
@@ -392,6 +426,7 @@ class PETNetwork(torch.nn.Module):
                         factors[rows],
                         species_index[rows],
                         neighbor_index[rows],
+                        angular,
                     )
                 )
 
@@ -405,7 +440,7 @@ class PETNetwork(torch.nn.Module):
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
             for index, chunk in enumerate(chunks):
-                rows, row_geometry, row_factors, row_species, row_neighbors = chunk
+                rows, row_geometry, row_factors, row_species, row_neighbors = chunk[:5]
                 first, last = bounds[index], bounds[index + 1]
                 # gather only what the block reads: the first block reads the
                 # message table instead, non-carried blocks no node stream
@@ -425,6 +460,7 @@ class PETNetwork(torch.nn.Module):
                     row_nodes,
                     row_factors,
                     message_table,
+                    chunk[5],
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():
@@ -479,6 +515,15 @@ class PETNetwork(torch.nn.Module):
             if name in head_features:
                 last_layer_features[name] = torch.cat(head_features[name], dim=1)
                 raw_predictions[name] = last_layer(last_layer_features[name])
+        if self.bond_bias:
+            factor_sums = factors.sum(dim=1, keepdim=True)
+            if views is not None:
+                factor_sums = factor_sums[views.atom]
+            for name, bond_bias in self.bond_biases.items():
+                if name in raw_predictions:
+                    raw_predictions[name] = raw_predictions[name] + bond_bias(
+                        factor_sums
+                    )
         lab_frames: Optional[torch.Tensor] = None
         if token_views is not None:
             # sum_f w_f F_f [n_atoms, 3, 3]: co-rotates with the structure
