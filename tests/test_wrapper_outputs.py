@@ -227,15 +227,13 @@ class _Layouts(torch.nn.Module):
         centred = torch.cat([s.positions - s.positions.mean(0) for s in systems])
         energy = (centred**2).sum(1, keepdim=True)
         for name, scale in (("energy", 1.0), ("energy/variant", 2.0)):
-            if name not in outputs:
-                continue
-            block = TensorBlock(
-                scale * energy, samples, [], Labels(["energy"], torch.tensor([[0]]))
-            )
-            tensor = TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
-            if outputs[name].sample_kind == "system":
-                tensor = _sum(tensor, len(systems))
-            results[name] = tensor
+            if name in outputs:
+                properties = Labels(["energy"], torch.tensor([[0]]))
+                block = TensorBlock(scale * energy, samples, [], properties)
+                tensor = TensorMap(Labels(["_"], torch.tensor([[0]])), [block])
+                if outputs[name].sample_kind == "system":
+                    tensor = _sum(tensor, len(systems))
+                results[name] = tensor
         if "mtt::vector" in outputs:
             block = TensorBlock(
                 centred.reshape(-1, 3, 1),
