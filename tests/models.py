@@ -43,7 +43,31 @@ def small_hypers(method: str = "ecse", frames: str = "structure", **model) -> di
     return hypers
 
 
-def dataset_info(with_dipole: bool = False) -> DatasetInfo:
+def cartesian_target(name: str, rank: int, per_atom: bool, count: int = 1):
+    """metatrain's description of a Cartesian target of ``rank`` (1 or 2)."""
+    return get_generic_target_info(
+        name,
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"cartesian": {"rank": rank}},
+            "num_subtargets": count,
+            "per_atom": per_atom,
+            "sample_kind": "atom" if per_atom else "system",
+        },
+    )
+
+
+# every kind of Cartesian output: per-atom and per-structure, rank 1 and 2
+CARTESIAN_TARGETS = {
+    "non_conservative_forces": (1, True),
+    "non_conservative_stress": (2, False),
+    "mtt::polarizability": (2, False),
+    "mtt::atomic_tensor": (2, True),
+}
+
+
+def dataset_info(with_dipole: bool = False, cartesian: bool = False) -> DatasetInfo:
     targets = {
         "energy": get_energy_target_info(
             "energy",
@@ -64,14 +88,22 @@ def dataset_info(with_dipole: bool = False) -> DatasetInfo:
                 "sample_kind": "system",
             },
         )
+    if cartesian:
+        for name, (rank, per_atom) in CARTESIAN_TARGETS.items():
+            count = 2 if name.startswith("mtt::") else 1
+            targets[name] = cartesian_target(name, rank, per_atom, count)
     return DatasetInfo(length_unit="angstrom", atomic_types=TYPES, targets=targets)
 
 
 def make_model(
-    dtype: torch.dtype = torch.float64, seed: int = 0, with_dipole: bool = False, **kw
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    with_dipole: bool = False,
+    cartesian: bool = False,
+    **kw,
 ) -> PETECSE:
     torch.manual_seed(seed)
-    model = PETECSE(small_hypers(**kw), dataset_info(with_dipole))
+    model = PETECSE(small_hypers(**kw), dataset_info(with_dipole, cartesian))
     # the angular bias starts at zero: give it weights as random as the others
     for name, parameter in model.named_parameters():
         if name.endswith("angular_weight"):

@@ -240,20 +240,75 @@ def test_unreadable_file_is_refused(tmp_path):
     assert not (tmp_path / "out.ckpt").exists()
 
 
-def test_unsupported_targets_are_refused():
-    """A rank-2 Cartesian target (pet's non-conservative stress)."""
+def test_non_conservative_heads_convert_and_become_exact():
+    """pet's non-conservative forces (rank 1, per atom) and stress (rank 2, per
+    structure, per volume and symmetrized as pet does): the converted model
+    predicts what pet predicts, and with ECSE they are exactly equivariant."""
     from metatrain.utils.architectures import import_architecture
     from metatrain.utils.data import DatasetInfo
     from metatrain.utils.data.target_info import get_generic_target_info
     from pet_models import dataset_info, pet_hypers
 
     targets = dict(dataset_info().targets)
-    targets["non_conservative_stress"] = get_generic_target_info(
-        "non_conservative_stress",
+    for name, rank, per_atom in [
+        ("non_conservative_forces", 1, True),
+        ("non_conservative_stress", 2, False),
+    ]:
+        targets[name] = get_generic_target_info(
+            name,
+            {
+                "quantity": "",
+                "unit": "",
+                "type": {"cartesian": {"rank": rank}},
+                "num_subtargets": 1,
+                "per_atom": per_atom,
+                "sample_kind": "atom" if per_atom else "system",
+            },
+        )
+    info = DatasetInfo(length_unit="angstrom", atomic_types=[1, 6], targets=targets)
+    torch.manual_seed(0)
+    pet = import_architecture("pet").__model__(pet_hypers(), info)
+    model_pet, ours = both(pet.get_checkpoint(), torch.float64)
+    atoms = cell()
+    atoms.numbers[atoms.numbers > 6] = 6
+
+    def outputs(model, atoms):
+        forces = evaluate(
+            model, [atoms], ("energy", "non_conservative_forces"), True, False
+        )
+        stress = evaluate(
+            model, [atoms], ("energy", "non_conservative_stress"), False, False
+        )
+        return forces["non_conservative_forces"], stress["non_conservative_stress"]
+
+    pairs = zip(outputs(model_pet, atoms), outputs(ours, atoms), strict=True)
+    for expected, actual in pairs:
+        assert np.abs(expected).max() > 1e-8
+        assert relative(expected, actual) < 1e-10
+    block = {**ours.hypers["symmetrization"], "method": "ecse", "frames": "structure"}
+    ours.set_symmetrization(block)
+    rotation = random_rotation(np.random.default_rng(0))
+    forces, stress = outputs(ours, atoms)
+    rotated_forces, rotated_stress = outputs(ours, rotated(atoms, rotation))
+    assert relative(np.einsum("ia,nap->nip", rotation, forces), rotated_forces) < 1e-10
+    expected = np.einsum("ia,nabp,jb->nijp", rotation, stress, rotation)
+    assert relative(expected, rotated_stress) < 1e-10
+
+
+def test_spherical_targets_are_refused():
+    from metatrain.utils.architectures import import_architecture
+    from metatrain.utils.data import DatasetInfo
+    from metatrain.utils.data.target_info import get_generic_target_info
+    from pet_models import dataset_info, pet_hypers
+
+    targets = dict(dataset_info().targets)
+    irreps = [{"o3_lambda": 1, "o3_sigma": 1}]
+    targets["mtt::spherical"] = get_generic_target_info(
+        "mtt::spherical",
         {
-            "quantity": "pressure",
+            "quantity": "",
             "unit": "",
-            "type": {"cartesian": {"rank": 2}},
+            "type": {"spherical": {"irreps": irreps}},
             "num_subtargets": 1,
             "per_atom": False,
             "sample_kind": "system",
@@ -261,6 +316,5 @@ def test_unsupported_targets_are_refused():
     )
     info = DatasetInfo(length_unit="angstrom", atomic_types=[1, 6], targets=targets)
     checkpoint = import_architecture("pet").__model__(pet_hypers(), info)
-    checkpoint = checkpoint.get_checkpoint()
-    with pytest.raises(ConversionError, match="rank 2"):
-        convert_checkpoint(checkpoint)
+    with pytest.raises(ConversionError, match="is spherical"):
+        convert_checkpoint(checkpoint.get_checkpoint())

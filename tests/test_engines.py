@@ -291,9 +291,16 @@ IPI_INPUT = """<simulation verbosity="low" safe_stride="1000" sockets_prefix="{p
 """
 
 
-def run_ipi(directory: Path, model_path: Path, beads: int, steps: int) -> np.ndarray:
-    """Run i-PI and its metatomic driver over a UNIX socket in ``directory``;
-    return the rows of simulation.out."""
+def run_ipi(
+    directory: Path,
+    model_path: Path,
+    beads: int,
+    steps: int,
+    driver_options: str = "",
+) -> np.ndarray:
+    """Run i-PI and its metatomic driver (``-o`` options added to the template
+    and model, e.g. ``non_conservative=True``) over a UNIX socket in
+    ``directory``; return the rows of simulation.out."""
     pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi)")
     server, driver = executable("i-pi"), executable("i-pi-py_driver")
     if server is None or driver is None:
@@ -343,7 +350,8 @@ def run_ipi(directory: Path, model_path: Path, beads: int, steps: int) -> np.nda
             "-m",
             "metatomic",
             "-o",
-            f"template=init.xyz,model={model_path}",
+            f"template=init.xyz,model={model_path}"
+            + (f",{driver_options}" if driver_options else ""),
         ]
         processes.append(
             subprocess.Popen(

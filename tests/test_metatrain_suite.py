@@ -72,7 +72,9 @@ class TestOutput(OutputTests, PETECSETests):
     """Structure-wide frames (the default for a-posteriori symmetrization)."""
 
     # ECSE makes scalars exactly invariant and vectors exactly equivariant under
-    # proper rotations; spherical targets are refused with a clear error
+    # proper rotations; spherical targets are supported up to o3_lambda = 2
+    # (tests/test_cartesian.py), but the suite's spherical tests include
+    # o3_lambda = 3, which is refused with a clear error
     is_equivariant_rotations = True
     is_equivariant_reflections = False
     supports_spherical_outputs = False

@@ -287,6 +287,14 @@ def convert_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     pet = _load_pet(checkpoint)
     hypers = pet_ecse_hypers(dict(pet.hypers))
     dataset_info = pet.dataset_info
+    for name, target in dataset_info.targets.items():
+        # pet_ecse gives each block of a spherical target its own heads, pet
+        # shares them: no weights to map
+        if target.is_spherical:
+            raise ConversionError(
+                f"target '{name}' is spherical: pet_ecse gives each of its blocks "
+                "its own heads, so pet's weights do not convert (train it anew)"
+            )
     try:
         model = PETECSE(hypers, dataset_info)
     except Exception as error:

@@ -28,6 +28,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 from . import checkpoints
 from .documentation import ModelHypers
 from .ecse.frames import FrameBuilder, WeightedFrames
+from .ecse.spherical import to_spherical
 from .ecse.structure import (
     accumulate_copies,
     copy_chunks,
@@ -60,6 +61,44 @@ def last_layer_features_name(target: str) -> str:
     return f"mtt::aux::{base}_last_layer_features"
 
 
+def is_non_conservative_stress(name: str) -> bool:
+    """Whether ``name`` is ``non_conservative_stress`` or one of its variants."""
+    return name.split("/")[0] == "non_conservative_stress"
+
+
+def stress_per_volume(
+    values: torch.Tensor, systems: List[System], system_index: torch.Tensor
+) -> torch.Tensor:
+    """Per-atom stress contributions [n_atoms, 3, 3, p] divided by the volume of
+    their cell and symmetrized, ``(S + S^T) / (2 V)``, as metatrain's ``pet``
+    reads ``non_conservative_stress``. Both steps commute with rotations
+    (``V`` is invariant), so an exactly equivariant S stays exact. A system
+    without a full cell (``V = 0``) counts as infinitely large: zero stress."""
+    cells = torch.stack([system.cell for system in systems]).to(values.dtype)
+    volumes = torch.abs(torch.linalg.det(cells))
+    volumes = torch.where(volumes == 0.0, torch.full_like(volumes, torch.inf), volumes)
+    per_atom = volumes[system_index].reshape(-1, 1, 1, 1)
+    return 0.5 * (values + values.transpose(1, 2)) / per_atom
+
+
+def add_shared_blocks(tensor: TensorMap, other: TensorMap) -> TensorMap:
+    """``tensor`` plus ``other`` on the blocks ``other`` has (a composition
+    contribution covers only the invariant block of a spherical target)."""
+    if len(other.keys) == len(tensor.keys):
+        return mts.add(tensor, other)
+    blocks: List[TensorBlock] = []
+    for index in range(len(tensor.keys)):
+        block = tensor.block(index)
+        values = block.values
+        position = other.keys.position(tensor.keys.entry(index))
+        if position is not None:
+            values = values + other.block(position).values
+        blocks.append(
+            TensorBlock(values, block.samples, block.components, block.properties)
+        )
+    return TensorMap(tensor.keys, blocks)
+
+
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
@@ -71,7 +110,10 @@ class PETECSE(ModelInterface[ModelHypers]):
     )
     # TorchScript cannot infer the type of an empty list of Labels
     component_labels: Dict[str, List[Labels]]
+    block_outputs: Dict[str, List[str]]
+    o3_lambdas: Dict[str, int]
     vector_targets: List[str]
+    stress_targets: List[str]
     target_names: List[str]
 
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
@@ -92,12 +134,25 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.loaded_for_finetuning = False
 
         self.network = PETNetwork(dict(hypers), self.atomic_types)
+        # width of every target's last-layer features (central and bond heads of
+        # each readout block), read by metatrain's LLPR
+        readout_blocks = 1 if hypers["featurizer_type"] == "feedforward" else None
+        self.last_layer_feature_size = (
+            2 * (readout_blocks or self.num_gnn_layers) * int(hypers["d_head"])
+        )
         self.outputs: Dict[str, ModelOutput] = {
             "feature": ModelOutput(sample_kind="atom", description="PET features"),
         }
         self.target_names: List[str] = []
+        # Cartesian targets (rank 1 and 2), rotated back to the lab frame
         self.vector_targets: List[str] = []
+        # rank-2 targets read per unit volume and symmetrized, as in ``pet``
+        self.stress_targets: List[str] = []
         self.key_labels: Dict[str, Labels] = {}
+        # per network output: one per target, or one per block of a spherical
+        # target (``{name}::block{i}``, with its o3_lambda; -1: not spherical)
+        self.block_outputs: Dict[str, List[str]] = {}
+        self.o3_lambdas: Dict[str, int] = {}
         self.component_labels: Dict[str, List[Labels]] = {}
         self.property_labels: Dict[str, Labels] = {}
         self.last_layer_parameter_names: Dict[str, List[str]] = {}
@@ -139,27 +194,41 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
-        if target.is_spherical or target.is_atomic_basis:
+        if target.is_atomic_basis:
             raise ValueError(
-                f"target '{name}' is a spherical tensor: pet_ecse supports scalar "
-                "and Cartesian vector targets (energies, forces, dipoles, ...)"
+                f"target '{name}' is a spherical tensor on an atomic basis: "
+                "pet_ecse supports scalar, Cartesian rank-1 and rank-2, and "
+                "spherical o3_lambda <= 2 targets"
             )
         if target.sample_kind not in ["system", "atom"]:
             raise ValueError(
                 f"target '{name}' has samples per {target.sample_kind}: pet_ecse "
                 "predicts per-atom and per-structure targets only"
             )
-        block = target.layout.block()
-        if target.is_cartesian and len(block.components) != 1:
-            raise ValueError(
-                f"target '{name}' is a Cartesian tensor of rank "
-                f"{len(block.components)}: pet_ecse supports rank 1 (vectors)"
-            )
-        shape = [len(c) for c in block.components] + [len(block.properties)]
-        self.network.add_output(name, shape, target.is_cartesian)
+        if target.is_spherical:
+            self._add_spherical_blocks(name, target)
+        else:
+            block = target.layout.block()
+            if target.is_cartesian and len(block.components) not in (1, 2):
+                raise ValueError(
+                    f"target '{name}' is a Cartesian tensor of rank "
+                    f"{len(block.components)}: pet_ecse supports rank 1 (vectors) "
+                    "and rank 2 (3x3 tensors)"
+                )
+            shape = [len(c) for c in block.components] + [len(block.properties)]
+            self.network.add_output(name, shape, target.is_cartesian)
+            if target.is_cartesian:
+                self.vector_targets.append(name)
+            self.block_outputs[name] = [name]
+            self.o3_lambdas[name] = -1
+            self.component_labels[name] = block.components
+            self.property_labels[name] = block.properties
+            self.last_layer_parameter_names[name] = [
+                f"network.last_layers.{name}.weight"
+            ]
         self.target_names.append(name)
-        if target.is_cartesian:
-            self.vector_targets.append(name)
+        if is_non_conservative_stress(name):
+            self.stress_targets.append(name)
         self.outputs[name] = ModelOutput(
             unit=target.unit,
             sample_kind="atom",
@@ -169,9 +238,43 @@ class PETECSE(ModelInterface[ModelHypers]):
             sample_kind="atom", description=f"last-layer features of {name}"
         )
         self.key_labels[name] = target.layout.keys
-        self.component_labels[name] = block.components
-        self.property_labels[name] = block.properties
-        self.last_layer_parameter_names[name] = [f"network.last_layers.{name}.weight"]
+
+    def _add_spherical_blocks(self, name: str, target: TargetInfo) -> None:
+        """One network output per block of a spherical target: a scalar for
+        ``o3_lambda = 0``, a Cartesian vector or matrix for 1 and 2, which ECSE
+        rotates exactly and :func:`to_spherical` projects back (the projection
+        commutes with rotations)."""
+        keys = target.layout.keys
+        if "o3_lambda" not in keys.names:
+            raise ValueError(
+                f"target '{name}' is a spherical tensor with keys {keys.names}: "
+                "pet_ecse supports single (o3_lambda, o3_sigma) irreps only"
+            )
+        internal: List[str] = []
+        for index, block in enumerate(target.layout.blocks()):
+            o3_lambda = int(keys.entry(index)["o3_lambda"])
+            if o3_lambda > 2:
+                raise ValueError(
+                    f"target '{name}' has a spherical block of o3_lambda = "
+                    f"{o3_lambda}: pet_ecse supports o3_lambda <= 2 (rotated "
+                    "exactly as Cartesian vectors and matrices)"
+                )
+            block_name = f"{name}::block{index}"
+            properties = len(block.properties)
+            shape = [[1, properties], [3, properties], [3, 3, properties]][o3_lambda]
+            self.network.add_output(block_name, shape, o3_lambda > 0)
+            if o3_lambda > 0:
+                self.vector_targets.append(block_name)
+            self.o3_lambdas[block_name] = o3_lambda
+            self.component_labels[block_name] = block.components
+            self.property_labels[block_name] = block.properties
+            internal.append(block_name)
+        self.block_outputs[name] = internal
+        # LLPR reads one last layer per target: not defined for several blocks
+        if len(internal) == 1:
+            self.last_layer_parameter_names[name] = [
+                f"network.last_layers.{internal[0]}.weight"
+            ]
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -241,7 +344,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         targets: List[str] = []
         for name in self.target_names:
             if name in outputs or last_layer_features_name(name) in outputs:
-                targets.append(name)
+                targets.extend(self.block_outputs[name])
         if self.symmetrize:
             predictions = self._symmetrized(graph, len(systems), targets)
         else:
@@ -251,20 +354,36 @@ class PETECSE(ModelInterface[ModelHypers]):
                     graph, predictions, len(systems), targets
                 )
 
-        results: Dict[str, TensorMap] = {}
         for name in targets:
-            if name in outputs:
-                results[name] = self._tensor_map(
-                    predictions[name],
-                    graph.samples,
-                    self.key_labels[name],
-                    self.component_labels[name],
-                    self.property_labels[name],
+            if name in self.stress_targets:
+                predictions[name] = stress_per_volume(
+                    predictions[name], systems, graph.system_index
                 )
+
+        results: Dict[str, TensorMap] = {}
+        for name in self.target_names:
+            if name in outputs:
+                blocks: List[TensorBlock] = []
+                for block_name in self.block_outputs[name]:
+                    blocks.append(
+                        TensorBlock(
+                            values=to_spherical(
+                                predictions[block_name], self.o3_lambdas[block_name]
+                            ),
+                            samples=graph.samples,
+                            components=self.component_labels[block_name],
+                            properties=self.property_labels[block_name],
+                        )
+                    )
+                results[name] = TensorMap(self.key_labels[name], blocks)
             llf_name = last_layer_features_name(name)
             if llf_name in outputs:
+                features = [
+                    predictions["llf::" + block_name]
+                    for block_name in self.block_outputs[name]
+                ]
                 results[llf_name] = self._feature_map(
-                    predictions["llf::" + name], graph.samples
+                    torch.cat(features, dim=1), graph.samples
                 )
         if "feature" in outputs:
             results["feature"] = self._feature_map(
@@ -289,7 +408,7 @@ class PETECSE(ModelInterface[ModelHypers]):
                         requested[name] = output
                 contributions = additive_model(systems, requested, selected_atoms)
                 for name, contribution in contributions.items():
-                    results[name] = mts.add(
+                    results[name] = add_shared_blocks(
                         results[name],
                         contribution.to(
                             device=results[name].device, dtype=results[name].dtype

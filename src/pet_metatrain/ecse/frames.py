@@ -306,12 +306,45 @@ def centre_preference(
 
 
 def to_lab_frame(
-    vectors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
+    tensors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
 ) -> torch.Tensor:
-    """Vector predictions [n, 3, p] made in frames ``rotation`` back in the lab frame
-    (v = F v'); the isotropic fallback carries no direction, so it predicts zero."""
-    lab = torch.einsum("nij,njp->nip", rotation, vectors)
-    return lab * (~isotropic).to(lab.dtype)[:, None, None]
+    """Cartesian predictions made in frames ``rotation`` [n, 3, 3], back in the
+    lab frame: vectors [n, 3, p] as v = F v', rank-2 tensors [n, 3, 3, p] as
+    S = F S' F^T. The isotropic fallback carries no direction: vectors are zero,
+    rank-2 tensors keep only their isotropic part (tr S' / 3) 1."""
+    keep = (~isotropic).to(tensors.dtype)
+    if tensors.dim() == 3:
+        lab = torch.einsum("nij,njp->nip", rotation, tensors)
+        return lab * keep[:, None, None]
+    lab = torch.einsum("nia,nabp,njb->nijp", rotation, tensors, rotation)
+    eye = torch.eye(3, dtype=tensors.dtype, device=tensors.device)
+    trace = tensors.diagonal(dim1=1, dim2=2).sum(-1) / 3.0  # [n, p]
+    isotropic_part = eye[None, :, :, None] * trace[:, None, None, :]
+    keep = keep[:, None, None, None]
+    return lab * keep + isotropic_part * (1.0 - keep)
+
+
+def token_frames_to_lab(
+    tensors: torch.Tensor,
+    lab_frames: torch.Tensor,
+    atom: torch.Tensor,
+    rotation: torch.Tensor,
+    weight: torch.Tensor,
+    isotropic: torch.Tensor,
+) -> torch.Tensor:
+    """Invariant per-atom Cartesian predictions (token frames) in the lab frame.
+
+    Vectors [n, 3, p]: ``v = M v'`` with ``M = sum_f w_f F_f`` (``lab_frames``
+    [n, 3, 3], isotropic views counted as zero), which co-rotates because every
+    F_f does. Rank-2 [n, 3, 3, p]: ``S = sum_f w_f F_f S' F_f^T`` over the views
+    (``atom``, ``rotation``, ``weight``, ``isotropic``) of each atom, each term
+    co-rotating as R S R^T; ``M S' M^T`` would co-rotate too, but shrinks (M is
+    an average of rotations, not a rotation) and so would not keep S' = 1 the
+    identity."""
+    if tensors.dim() == 3:
+        return torch.einsum("nij,njp->nip", lab_frames, tensors)
+    per_view = to_lab_frame(tensors[atom], rotation, isotropic)
+    return weighted_sum(per_view, atom, weight, tensors.shape[0])
 
 
 def weighted_sum(

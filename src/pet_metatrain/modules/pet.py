@@ -12,7 +12,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..ecse.frames import to_lab_frame, weighted_sum
+from ..ecse.frames import to_lab_frame, token_frames_to_lab, weighted_sum
 from .transformer import Transformer, angular_basis
 
 
@@ -329,7 +329,8 @@ class PETNetwork(torch.nn.Module):
         transformer in each of its views and averages the output tokens.
         ``token_views``: only the edge embedding runs in each view (see
         :class:`EdgeEmbedding`), everything else once per atom; a vector target
-        v' is then read as ``sum_f w_f F_f v'``.
+        v' is then read as ``sum_f w_f F_f v'``, a rank-2 one S' as
+        ``sum_f w_f F_f S' F_f^T``.
 
         Atoms go through each block in chunks of bounded size: memory use per
         tensor stays small, so large systems reuse the allocator's memory instead
@@ -536,8 +537,16 @@ class PETNetwork(torch.nn.Module):
         for name in targets:
             llf = last_layer_features[name]
             prediction = raw_predictions[name].reshape([-1] + self.output_shapes[name])
-            if lab_frames is not None and self.is_vector[name]:
-                prediction = torch.einsum("nij,njp->nip", lab_frames, prediction)
+            if token_views is not None and lab_frames is not None:
+                if self.is_vector[name]:
+                    prediction = token_frames_to_lab(
+                        prediction,
+                        lab_frames,
+                        token_views.atom,
+                        token_views.rotation,
+                        token_views.weight,
+                        token_views.isotropic,
+                    )
             if views is not None:
                 if self.is_vector[name]:
                     prediction = to_lab_frame(
