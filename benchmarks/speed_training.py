@@ -18,7 +18,7 @@ from metatrain.utils.evaluate_model import evaluate_model
 from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 from speed_models import DATA, dataset_info, set_mode
 
-from pet_metatrain.trainer import make_optimizer
+from pet_metatrain.optimization import make_optimizer
 
 PAPER_MODE = "plain, paper defaults"
 LOOP_ADAM_MODE = "plain, torch's Adam"

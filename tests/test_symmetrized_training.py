@@ -166,20 +166,22 @@ def test_finetuning_with_ecse_active(trained, tmp_path, frames):
     assert np.ptp(result) < 1e-9 * max(1.0, np.abs(result).max())
 
 
-def test_spherical_targets_are_refused():
+def test_spherical_targets_above_order_2_are_refused():
+    """Orders up to 2 are rotated exactly as Cartesian tensors; higher orders are
+    refused with a clear error."""
     target = get_generic_target_info(
-        "polarizability",
+        "octupole",
         {
             "quantity": "",
             "unit": "",
-            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
+            "type": {"spherical": {"irreps": [{"o3_lambda": 3, "o3_sigma": 1}]}},
             "num_subtargets": 1,
             "per_atom": False,
             "sample_kind": "system",
         },
     )
     info = DatasetInfo(
-        length_unit="angstrom", atomic_types=[1, 6], targets={"polarizability": target}
+        length_unit="angstrom", atomic_types=[1, 6], targets={"octupole": target}
     )
-    with pytest.raises(ValueError, match="spherical tensor"):
+    with pytest.raises(ValueError, match="o3_lambda = 3.*o3_lambda <= 2"):
         PETECSE(small_hypers(), info)

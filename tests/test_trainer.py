@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pet_metatrain.trainer import make_optimizer
+from pet_metatrain.optimization import make_optimizer
 
 
 def parameters() -> list:
@@ -34,7 +34,7 @@ def test_empty_structures_are_refused_with_their_index_in_the_file():
     from metatomic.torch import System
     from metatrain.utils.data import Dataset
 
-    from pet_metatrain.trainer import check_no_empty_structures
+    from pet_metatrain.training_data import check_no_empty_structures
 
     def system(n_atoms: int) -> System:
         return System(

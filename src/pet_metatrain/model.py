@@ -27,7 +27,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder, WeightedFrames
+from .ecse.frames import FrameBuilder, WeightedFrames, resolved_frames
 from .ecse.spherical import to_spherical
 from .ecse.structure import (
     accumulate_copies,
@@ -38,65 +38,15 @@ from .ecse.structure import (
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork, Views
 from .modules.switching import cosine_cutoff
+from .targets import (
+    add_shared_blocks,
+    feature_map,
+    is_non_conservative_stress,
+    last_layer_features_name,
+    stress_per_volume,
+)
 
 ARCHITECTURE_NAME = "pet_ecse"
-
-
-def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
-    """The frames mode a ``symmetrization`` block asks for: ``auto`` is
-    ``token`` where ECSE is trained in and ``structure`` (a-posteriori) where
-    it is not; models without the edge embedding that ``token`` frames need
-    (converted ``pet`` models, old checkpoints) train ``atom`` frames in."""
-    frames = str(symmetrization["frames"])
-    if frames == "auto":
-        if not symmetrization["during_training"]:
-            return "structure"
-        return "token" if edge_embedding else "atom"
-    return frames
-
-
-def last_layer_features_name(target: str) -> str:
-    """metatrain's name for the last-layer features of ``target``."""
-    base = target.replace("mtt::", "")
-    return f"mtt::aux::{base}_last_layer_features"
-
-
-def is_non_conservative_stress(name: str) -> bool:
-    """Whether ``name`` is ``non_conservative_stress`` or one of its variants."""
-    return name.split("/")[0] == "non_conservative_stress"
-
-
-def stress_per_volume(
-    values: torch.Tensor, systems: List[System], system_index: torch.Tensor
-) -> torch.Tensor:
-    """Per-atom stress contributions [n_atoms, 3, 3, p] divided by the volume of
-    their cell and symmetrized, ``(S + S^T) / (2 V)``, as metatrain's ``pet``
-    reads ``non_conservative_stress``. Both steps commute with rotations
-    (``V`` is invariant), so an exactly equivariant S stays exact. A system
-    without a full cell (``V = 0``) counts as infinitely large: zero stress."""
-    cells = torch.stack([system.cell for system in systems]).to(values.dtype)
-    volumes = torch.abs(torch.linalg.det(cells))
-    volumes = torch.where(volumes == 0.0, torch.full_like(volumes, torch.inf), volumes)
-    per_atom = volumes[system_index].reshape(-1, 1, 1, 1)
-    return 0.5 * (values + values.transpose(1, 2)) / per_atom
-
-
-def add_shared_blocks(tensor: TensorMap, other: TensorMap) -> TensorMap:
-    """``tensor`` plus ``other`` on the blocks ``other`` has (a composition
-    contribution covers only the invariant block of a spherical target)."""
-    if len(other.keys) == len(tensor.keys):
-        return mts.add(tensor, other)
-    blocks: List[TensorBlock] = []
-    for index in range(len(tensor.keys)):
-        block = tensor.block(index)
-        values = block.values
-        position = other.keys.position(tensor.keys.entry(index))
-        if position is not None:
-            values = values + other.block(position).values
-        blocks.append(
-            TensorBlock(values, block.samples, block.components, block.properties)
-        )
-    return TensorMap(tensor.keys, blocks)
 
 
 class PETECSE(ModelInterface[ModelHypers]):
@@ -382,12 +332,12 @@ class PETECSE(ModelInterface[ModelHypers]):
                     predictions["llf::" + block_name]
                     for block_name in self.block_outputs[name]
                 ]
-                results[llf_name] = self._feature_map(
-                    torch.cat(features, dim=1), graph.samples
+                results[llf_name] = feature_map(
+                    torch.cat(features, dim=1), graph.samples, self.single_label
                 )
         if "feature" in outputs:
-            results["feature"] = self._feature_map(
-                predictions["features"], graph.samples
+            results["feature"] = feature_map(
+                predictions["features"], graph.samples, self.single_label
             )
 
         for name, tensor in results.items():
@@ -558,26 +508,6 @@ class PETECSE(ModelInterface[ModelHypers]):
                     )
             accumulate_copies(results, outputs, copies, chunk, self.vector_targets)
         return results
-
-    def _tensor_map(
-        self,
-        values: torch.Tensor,
-        samples: Labels,
-        keys: Labels,
-        components: List[Labels],
-        properties: Labels,
-    ) -> TensorMap:
-        block = TensorBlock(
-            values=values, samples=samples, components=components, properties=properties
-        )
-        return TensorMap(keys, [block])
-
-    def _feature_map(self, values: torch.Tensor, samples: Labels) -> TensorMap:
-        properties = Labels(
-            ["feature"],
-            torch.arange(values.shape[1], device=values.device).reshape(-1, 1),
-        )
-        return self._tensor_map(values, samples, self.single_label, [], properties)
 
     def _move_labels_to_device(self, device: torch.device) -> None:
         self.single_label = self.single_label.to(device)

@@ -1,12 +1,10 @@
 """Training loop of ``pet_ecse`` on metatrain's machinery (data, losses, metrics,
 composition baseline, scaling, O(3) augmentation, distributed training)."""
 
-import contextlib
 import copy
 import logging
-import math
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Optional, Union, cast
+from typing import Any, Dict, List, Literal, Optional, Union, cast
 
 import torch
 from metatrain.composition import train_or_load_composition_model
@@ -52,87 +50,10 @@ from .documentation import TrainerHypers
 from .finetuning import apply_finetuning
 from .interruption import StopRequests
 from .model import PETECSE
+from .optimization import make_optimizer, warmup_cosine_schedule
+from .training_data import check_no_empty_structures, without_log_messages
 
 INTERRUPTED_CHECKPOINT = "model_interrupted.ckpt"
-
-
-def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer,
-    num_epochs: int,
-    steps_per_epoch: int,
-    warmup: float,
-) -> LambdaLR:
-    """Linear warm-up over a fraction of the steps, then cosine decay to zero."""
-    total = num_epochs * steps_per_epoch
-    warmup_steps = int(warmup * total)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return LambdaLR(optimizer, lr_lambda=factor)
-
-
-def make_optimizer(
-    parameters: Iterable[torch.nn.Parameter],
-    learning_rate: float,
-    weight_decay: Optional[float],
-) -> torch.optim.Optimizer:
-    """Adam (AdamW with weight decay), fused into one kernel for all parameters
-    where torch has one (CPU from torch 2.4, CUDA): torch's default loops over
-    the ~100 weight tensors in Python, 8 ms a step on CPU against 3 ms fused,
-    which is several per cent of a step on small molecules."""
-    parameters = list(parameters)
-    optimizer_class: Any = torch.optim.Adam
-    options: Dict[str, Any] = {"lr": learning_rate}
-    if weight_decay is not None:
-        optimizer_class = torch.optim.AdamW
-        options["weight_decay"] = weight_decay
-    try:
-        return optimizer_class(parameters, fused=True, **options)
-    except RuntimeError:  # no fused kernel for these parameters' device
-        return optimizer_class(parameters, **options)
-
-
-@contextlib.contextmanager
-def _without_log_messages(prefix: str):
-    """Drop the root logger's records starting with ``prefix`` (messages of
-    metatrain's helpers that would mislead here)."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(prefix)
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
-
-
-def check_no_empty_structures(
-    datasets: List[Union[Dataset, torch.utils.data.Subset]], split: str
-) -> None:
-    """Refuse structures without atoms with a clear message (metatrain's scaler
-    and the neighbour list would fail on them with an obscure one). Data sets read
-    from disk are not read a second time for this."""
-    for number, dataset in enumerate(datasets):
-        base, indices = dataset, list(range(len(dataset)))
-        while isinstance(base, torch.utils.data.Subset):
-            indices = [int(base.indices[i]) for i in indices]
-            base = base.dataset
-        if not isinstance(base, Dataset):
-            continue
-        for index in indices:
-            if len(base[index]["system"]) == 0:
-                which = f" {number}" if len(datasets) > 1 else ""
-                raise ValueError(
-                    f"structure {index} (counting from 0) of the file of the "
-                    f"{split} set{which} has no atoms: remove empty structures "
-                    "from the data"
-                )
 
 
 def _init_process_group(device: torch.device, port: int) -> tuple:
@@ -231,7 +152,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
         )
         # metatrain's fitting helpers log "Training on device cpu with dtype
         # torch.float64" even where the model trains in float32
-        with _without_log_messages("Training on device"):
+        with without_log_messages("Training on device"):
             train_or_load_composition_model(
                 composition_model=model.additive_models[0],
                 atomic_baseline=hypers["atomic_baseline"],

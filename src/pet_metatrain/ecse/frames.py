@@ -5,7 +5,7 @@ pairs co-rotates with the structure, which is what makes the average exact. See
 docs/ecse.md (and the ECSE paper) for the protocol and its defaults.
 """
 
-from typing import Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 
@@ -21,6 +21,19 @@ DEFAULT_PRUNING = {
     "structure": (0.9, 0.1, 2),
     "atom": (0.9, 0.1, 2),
 }
+
+
+def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
+    """The frames mode a ``symmetrization`` block asks for: ``auto`` is
+    ``token`` where ECSE is trained in and ``structure`` (a-posteriori) where
+    it is not; models without the edge embedding that ``token`` frames need
+    (converted ``pet`` models, old checkpoints) train ``atom`` frames in."""
+    frames = str(symmetrization["frames"])
+    if frames == "auto":
+        if not symmetrization["during_training"]:
+            return "structure"
+        return "token" if edge_embedding else "atom"
+    return frames
 
 
 class WeightedFrames(NamedTuple):
