@@ -8,8 +8,8 @@ import torch
 from metatrain.utils.architectures import get_default_hypers
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
-from pet_metatrain.ecse.frames import WeightedFrames
 from pet_metatrain.ecse.structure import copy_chunks
+from pet_metatrain.modules.views import WeightedFrames
 
 # the paper's network, and one in metatrain ``pet``'s layout (node stream carried
 # through the blocks, messages updated by an MLP, gated feed-forward, RMSNorm)

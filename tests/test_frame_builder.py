@@ -8,7 +8,7 @@ import pytest
 import torch
 from models import graph_of, make_model, random_rotation, rotated
 
-from pet_metatrain.ecse.frames import WeightedFrames
+from pet_metatrain.modules.views import WeightedFrames
 
 
 def rattled_ethanol() -> ase.Atoms:

@@ -27,7 +27,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder, WeightedFrames, resolved_frames
+from .ecse.frames import FrameBuilder, resolved_frames
 from .ecse.spherical import to_spherical
 from .ecse.structure import (
     accumulate_copies,
@@ -36,8 +36,9 @@ from .ecse.structure import (
     select_frames,
 )
 from .modules.graph import EdgeGraph, systems_to_graph
-from .modules.pet import PETNetwork, Views
+from .modules.pet import PETNetwork
 from .modules.switching import cosine_cutoff
+from .modules.views import WeightedFrames
 from .targets import (
     add_shared_blocks,
     feature_map,
@@ -406,14 +407,11 @@ class PETECSE(ModelInterface[ModelHypers]):
                 n_atoms,
                 graph.neighbor_species,
             )
-            views = Views(
-                frames.group, frames.rotation, frames.weight, frames.isotropic
-            )
-            # token frames: the views reach the edge embedding only
-            block_views: Optional[Views] = views
-            token_views: Optional[Views] = None
+            # token frames: the frames reach the edge embedding only
+            block_views: Optional[WeightedFrames] = frames
+            token_views: Optional[WeightedFrames] = None
             if self.frames == "token":
-                block_views, token_views = None, views
+                block_views, token_views = None, frames
             return self.network(
                 geometry,
                 factors,

@@ -5,12 +5,13 @@ pairs co-rotates with the structure, which is what makes the average exact. See
 docs/ecse.md (and the ECSE paper) for the protocol and its defaults.
 """
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from ..modules.graph import EdgeGraph
 from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
+from ..modules.views import WeightedFrames
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 
@@ -34,16 +35,6 @@ def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True)
             return "structure"
         return "token" if edge_embedding else "atom"
     return frames
-
-
-class WeightedFrames(NamedTuple):
-    """Rotations with normalized weights, each attached to a group (structure or
-    atom); isotropic entries stand for the distance-only fallback."""
-
-    group: torch.Tensor  # [n_frames]
-    rotation: torch.Tensor  # [n_frames, 3, 3], coordinates x' = x @ F
-    weight: torch.Tensor  # [n_frames], sums to one within each group
-    isotropic: torch.Tensor  # [n_frames] bool
 
 
 class FrameBuilder(torch.nn.Module):
@@ -316,59 +307,6 @@ def centre_preference(
     smooth_min = -(torch.log(total.clamp(min=1e-30)) + peak) / sharp
     preference = torch.exp(-(distance - smooth_min[system_index]) / length)
     return torch.where(periodic[system_index], torch.ones_like(preference), preference)
-
-
-def to_lab_frame(
-    tensors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
-) -> torch.Tensor:
-    """Cartesian predictions made in frames ``rotation`` [n, 3, 3], back in the
-    lab frame: vectors [n, 3, p] as v = F v', rank-2 tensors [n, 3, 3, p] as
-    S = F S' F^T. The isotropic fallback carries no direction: vectors are zero,
-    rank-2 tensors keep only their isotropic part (tr S' / 3) 1."""
-    keep = (~isotropic).to(tensors.dtype)
-    if tensors.dim() == 3:
-        lab = torch.einsum("nij,njp->nip", rotation, tensors)
-        return lab * keep[:, None, None]
-    lab = torch.einsum("nia,nabp,njb->nijp", rotation, tensors, rotation)
-    eye = torch.eye(3, dtype=tensors.dtype, device=tensors.device)
-    trace = tensors.diagonal(dim1=1, dim2=2).sum(-1) / 3.0  # [n, p]
-    isotropic_part = eye[None, :, :, None] * trace[:, None, None, :]
-    keep = keep[:, None, None, None]
-    return lab * keep + isotropic_part * (1.0 - keep)
-
-
-def token_frames_to_lab(
-    tensors: torch.Tensor,
-    lab_frames: torch.Tensor,
-    atom: torch.Tensor,
-    rotation: torch.Tensor,
-    weight: torch.Tensor,
-    isotropic: torch.Tensor,
-) -> torch.Tensor:
-    """Invariant per-atom Cartesian predictions (token frames) in the lab frame.
-
-    Vectors [n, 3, p]: ``v = M v'`` with ``M = sum_f w_f F_f`` (``lab_frames``
-    [n, 3, 3], isotropic views counted as zero), which co-rotates because every
-    F_f does. Rank-2 [n, 3, 3, p]: ``S = sum_f w_f F_f S' F_f^T`` over the views
-    (``atom``, ``rotation``, ``weight``, ``isotropic``) of each atom, each term
-    co-rotating as R S R^T; ``M S' M^T`` would co-rotate too, but shrinks (M is
-    an average of rotations, not a rotation) and so would not keep S' = 1 the
-    identity."""
-    if tensors.dim() == 3:
-        return torch.einsum("nij,njp->nip", lab_frames, tensors)
-    per_view = to_lab_frame(tensors[atom], rotation, isotropic)
-    return weighted_sum(per_view, atom, weight, tensors.shape[0])
-
-
-def weighted_sum(
-    values: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, size: int
-) -> torch.Tensor:
-    """Sum of ``values`` times ``weight`` into ``size`` rows given by ``index``."""
-    shape = [-1] + [1] * (values.dim() - 1)
-    out = torch.zeros(
-        [size] + list(values.shape[1:]), dtype=values.dtype, device=values.device
-    )
-    return out.index_add(0, index, values * weight.to(values.dtype).reshape(shape))
 
 
 def _pair_frames(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

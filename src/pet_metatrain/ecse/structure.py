@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple
 
 import torch
 
-from .frames import WeightedFrames, to_lab_frame, weighted_sum
+from ..modules.views import WeightedFrames, to_lab_frame, weighted_sum
 
 
 class RotatedCopies(NamedTuple):

@@ -32,7 +32,8 @@ from metatomic.torch import (
 )
 
 from ..modules.graph import systems_to_graph
-from .frames import FrameBuilder, WeightedFrames, to_lab_frame
+from ..modules.views import WeightedFrames, to_lab_frame
+from .frames import FrameBuilder
 from .outputs import log_dropped, probe_system, symmetrizable_outputs
 from .spherical import to_cartesian, to_spherical
 from .structure import copy_chunks, select_frames

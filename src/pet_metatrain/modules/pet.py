@@ -8,21 +8,12 @@ then averages each block's output tokens over an atom's views, which makes the
 exchanged messages, and so the whole model, exactly rotation invariant.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..ecse.frames import to_lab_frame, token_frames_to_lab, weighted_sum
 from .transformer import Transformer, angular_basis
-
-
-class Views(NamedTuple):
-    """Weighted coordinate systems in which each atom's neighbourhood is read."""
-
-    atom: torch.Tensor  # [n_views] centre atom of each view
-    rotation: torch.Tensor  # [n_views, 3, 3] frame F, coordinates x' = x @ F
-    weight: torch.Tensor  # [n_views], sums to one over the views of an atom
-    isotropic: torch.Tensor  # [n_views] bool: read distances only
+from .views import WeightedFrames, to_lab_frame, token_frames_to_lab, weighted_sum
 
 
 class EdgeEmbedding(torch.nn.Module):
@@ -280,14 +271,18 @@ class PETNetwork(torch.nn.Module):
         return index
 
     def _chunk_bounds(
-        self, n_atoms: int, max_neighbors: int, views: Optional[Views], width: int
+        self,
+        n_atoms: int,
+        max_neighbors: int,
+        views: Optional[WeightedFrames],
+        width: int,
     ) -> Tuple[List[int], List[int]]:
         """First atom and first view of every chunk, plus the ends; chunks hold
         about ``chunk_elements`` entries in their widest tensor: per atom and
         edge ``chunk_width``, or per view and edge ``width``."""
         rows_per_atom = 1.0
         if views is not None:
-            rows_per_atom = float(views.atom.shape[0]) / max(n_atoms, 1)
+            rows_per_atom = float(views.group.shape[0]) / max(n_atoms, 1)
         budget = self.chunk_elements / (
             max(float(self.chunk_width), rows_per_atom * width) * (max_neighbors + 1)
         )
@@ -299,12 +294,12 @@ class PETNetwork(torch.nn.Module):
         bounds.append(n_atoms)
         if views is None:
             return bounds, bounds
-        counts = torch.bincount(views.atom, minlength=n_atoms)
+        counts = torch.bincount(views.group, minlength=n_atoms)
         starts = torch.cumsum(counts, 0) - counts
         row_bounds: List[int] = [0]
         for first in bounds[1:-1]:
             row_bounds.append(int(starts[first]))
-        row_bounds.append(views.atom.shape[0])
+        row_bounds.append(views.group.shape[0])
         return bounds, row_bounds
 
     def forward(
@@ -314,9 +309,9 @@ class PETNetwork(torch.nn.Module):
         species: torch.Tensor,
         neighbor_species: torch.Tensor,
         reverse: torch.Tensor,
-        views: Optional[Views],
+        views: Optional[WeightedFrames],
         targets: List[str],
-        token_views: Optional[Views] = None,
+        token_views: Optional[WeightedFrames] = None,
     ) -> Dict[str, torch.Tensor]:
         """Per-atom predictions (vectors in the lab frame) and features.
 
@@ -377,7 +372,7 @@ class PETNetwork(torch.nn.Module):
                 lab_geometry = (
                     geometry[first:last]
                     if views is None
-                    else geometry[views.atom[start:stop]]
+                    else geometry[views.group[start:stop]]
                 )
                 angular = angular_basis(lab_geometry, self.angular_order)
             if views is None:
@@ -392,7 +387,7 @@ class PETNetwork(torch.nn.Module):
                     else:
                         row_geometry = self.edge_embedding(
                             row_geometry,
-                            token_views.atom[start:stop] - first,
+                            token_views.group[start:stop] - first,
                             token_views.rotation[start:stop],
                             token_views.isotropic[start:stop],
                             token_views.weight[start:stop],
@@ -408,7 +403,7 @@ class PETNetwork(torch.nn.Module):
                     )
                 )
             else:
-                rows = views.atom[start:stop]
+                rows = views.group[start:stop]
                 row_geometry = _rotated_geometry(
                     geometry,
                     rows,
@@ -506,7 +501,7 @@ class PETNetwork(torch.nn.Module):
                 if name in head_features:
                     bonds = (bond_head(messages) * factors[:, :, None]).sum(dim=1)
                     if views is not None:
-                        bonds = bonds[views.atom]
+                        bonds = bonds[views.group]
                     head_features[name].append(bonds)
         results: Dict[str, torch.Tensor] = {"features": torch.cat(features, dim=1)}
         last_layer_features: Dict[str, torch.Tensor] = {}
@@ -518,7 +513,7 @@ class PETNetwork(torch.nn.Module):
         if self.bond_bias:
             factor_sums = factors.sum(dim=1, keepdim=True)
             if views is not None:
-                factor_sums = factor_sums[views.atom]
+                factor_sums = factor_sums[views.group]
             for name, bond_bias in self.bond_biases.items():
                 if name in raw_predictions:
                     raw_predictions[name] = raw_predictions[name] + bond_bias(
@@ -530,7 +525,7 @@ class PETNetwork(torch.nn.Module):
             lab_frames = weighted_sum(
                 token_views.rotation
                 * (~token_views.isotropic).to(geometry.dtype)[:, None, None],
-                token_views.atom,
+                token_views.group,
                 token_views.weight,
                 n_atoms,
             )
@@ -542,7 +537,7 @@ class PETNetwork(torch.nn.Module):
                     prediction = token_frames_to_lab(
                         prediction,
                         lab_frames,
-                        token_views.atom,
+                        token_views.group,
                         token_views.rotation,
                         token_views.weight,
                         token_views.isotropic,
@@ -552,8 +547,10 @@ class PETNetwork(torch.nn.Module):
                     prediction = to_lab_frame(
                         prediction, views.rotation, views.isotropic
                     )
-                prediction = weighted_sum(prediction, views.atom, views.weight, n_atoms)
-                llf = weighted_sum(llf, views.atom, views.weight, n_atoms)
+                prediction = weighted_sum(
+                    prediction, views.group, views.weight, n_atoms
+                )
+                llf = weighted_sum(llf, views.group, views.weight, n_atoms)
             results[name] = prediction
             results["llf::" + name] = llf
         return results
@@ -581,11 +578,11 @@ def _rotated_geometry(
     return torch.cat([xyz, geometry[atoms, :, 3:]], dim=-1)
 
 
-def _sorted_by_atom(views: Views) -> Views:
-    """Views ordered by atom, so that the views of a range of atoms are contiguous."""
-    order = torch.argsort(views.atom, stable=True)
-    return Views(
-        views.atom[order],
+def _sorted_by_atom(views: WeightedFrames) -> WeightedFrames:
+    """Frames ordered by atom: the frames of a range of atoms are contiguous."""
+    order = torch.argsort(views.group, stable=True)
+    return WeightedFrames(
+        views.group[order],
         views.rotation[order],
         views.weight[order],
         views.isotropic[order],
