@@ -92,6 +92,27 @@ def _model_v6_to_v7(checkpoint: Dict[str, Any]) -> None:
     checkpoint["model_data"]["model_hypers"].setdefault("bond_bias", False)
 
 
+def _model_v7_to_v8(checkpoint: Dict[str, Any]) -> None:
+    """v8 made token frames smoother by default (no pruning, inner cutoff width
+    0.5 where unset); v7 models that resolve to token frames keep the pruning
+    they were trained with (0.5, 0.5, one pass)."""
+    from .ecse.frames import resolved_frames
+
+    hypers = checkpoint["model_data"]["model_hypers"]
+    symmetrization = hypers["symmetrization"]
+    edge_embedding = hypers.get("d_edge_embedding") is not None
+    if resolved_frames(symmetrization, edge_embedding) == "token":
+        for key, value in (
+            ("pruning_threshold", 0.5),
+            ("pruning_width", 0.5),
+            ("pruning_passes", 1),
+        ):
+            if symmetrization.get(key) is None:
+                symmetrization[key] = value
+    if symmetrization.get("inner_cutoff_width") is None:
+        symmetrization["inner_cutoff_width"] = 0.15
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
@@ -99,6 +120,7 @@ MODEL_UPGRADES: Dict[int, Upgrade] = {
     4: _model_v4_to_v5,
     5: _model_v5_to_v6,
     6: _model_v6_to_v7,
+    7: _model_v7_to_v8,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

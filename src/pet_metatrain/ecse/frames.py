@@ -15,13 +15,16 @@ from ..modules.views import WeightedFrames
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 
-# pruning (threshold, width, passes) where the symmetrization block leaves it
-# unset: narrow where each frame costs a forward pass, gentle for token frames
+# pruning (threshold, width, passes) and inner cutoff width where the
+# symmetrization block leaves them unset: narrow where each frame costs a forward
+# pass; token frames are cheap, and kept smooth enough for MD (no pruning, wide
+# inner cutoff: NVE energy conserved as well as plain PET's, see documentation.py)
 DEFAULT_PRUNING = {
-    "token": (0.5, 0.5, 1),
+    "token": (0.5, 0.5, 0),
     "structure": (0.9, 0.1, 2),
     "atom": (0.9, 0.1, 2),
 }
+DEFAULT_INNER_CUTOFF_WIDTH = {"token": 0.5, "structure": 0.15, "atom": 0.15}
 
 
 def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
@@ -48,7 +51,10 @@ class FrameBuilder(torch.nn.Module):
         # SMAX_beta(a, b) + offset >= max(a, b)
         self.smax_offset = SMAX_OFFSET / self.beta
         self.beta_weights = float(hypers["beta_weights"])
-        self.width = float(hypers["inner_cutoff_width"])
+        width = hypers["inner_cutoff_width"]
+        self.width = float(
+            DEFAULT_INNER_CUTOFF_WIDTH[frames] if width is None else width
+        )
         self.collinearity = float(hypers["collinearity_threshold"])
         self.collinearity_width = float(hypers["collinearity_width"])
         threshold, width, passes = DEFAULT_PRUNING[frames]
