@@ -6,8 +6,9 @@ foundation model (PET-MAD/UPET weights cannot be downloaded on this machine):
 1. ``pet-ecse convert`` it; export it plain (``mtt export``) and with a-posteriori
    ECSE (``pet-ecse export --method ecse``, structure frames);
 2. fine-tune the converted model with ECSE trained in (``symmetrization:
-   {method: ecse}``: per-atom frames, the converted model has no edge embedding)
-   with ``mtt train``;
+   {method: ecse, pruning_passes: 0, inner_cutoff_width: 0.5}``: per-atom frames,
+   as the converted model has no edge embedding, made smooth enough for MD) with
+   ``mtt train``;
 3. for ``pet``'s own export and each of these: test errors (energy MAE per atom,
    force MAE, worst frame, 99.9th percentile), rotation error (float32), cost per
    energy + forces call (round-robin medians, one thread), and the total-energy
@@ -34,6 +35,10 @@ from materials_measure import rotation_error, time_round_robin
 from nve_materials import total_energies
 
 BIN = Path(sys.executable).parent
+# frames smooth enough for MD (no pruning, inner cutoff switching over 0.5 A): a
+# converted model has no edge embedding, so its ECSE uses structure or atom frames,
+# whose defaults are pruned for speed
+SMOOTH = {"pruning_passes": 0, "inner_cutoff_width": 0.5}
 
 
 def command(name: str, *args: str, cwd: Path) -> None:
@@ -59,7 +64,7 @@ def finetune(converted: Path, folder: Path, args: argparse.Namespace) -> Path:
         "base_precision": 32,
         "architecture": {
             "name": "pet_ecse",
-            "model": {"symmetrization": {"method": "ecse"}},
+            "model": {"symmetrization": {"method": "ecse", **SMOOTH}},
             "training": {
                 "batch_size": args.batch_size,
                 "num_epochs": args.epochs,

@@ -94,7 +94,7 @@ def _model_v6_to_v7(checkpoint: Dict[str, Any]) -> None:
 
 def _model_v7_to_v8(checkpoint: Dict[str, Any]) -> None:
     """v8 made token frames smoother by default (no pruning, inner cutoff width
-    0.5 where unset); v7 models that resolve to token frames keep the pruning
+    0.3 where unset); v7 models that resolve to token frames keep the pruning
     they were trained with (0.5, 0.5, one pass)."""
     from .ecse.frames import resolved_frames
 

@@ -24,7 +24,7 @@ DEFAULT_PRUNING = {
     "structure": (0.9, 0.1, 2),
     "atom": (0.9, 0.1, 2),
 }
-DEFAULT_INNER_CUTOFF_WIDTH = {"token": 0.5, "structure": 0.15, "atom": 0.15}
+DEFAULT_INNER_CUTOFF_WIDTH = {"token": 0.3, "structure": 0.15, "atom": 0.15}
 
 
 def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
