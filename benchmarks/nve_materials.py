@@ -57,11 +57,11 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.structure:
         atoms = ase.io.read(args.structure, 0)
-        name = Path(args.structure).stem
+        system = Path(args.structure).stem
     else:
         cells = ase.io.read(DATA / f"{args.element}_test.xyz", ":")
         atoms = max(cells, key=len)
-        name = args.element
+        system = args.element
     rows = []
     for item in args.models:
         name, path = item.split("=", 1)
@@ -77,7 +77,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "element": name,
+        "element": system,
         "atoms": len(atoms),
         "steps": args.steps,
         "timestep_fs": args.timestep,

