@@ -115,12 +115,12 @@ def main() -> None:
         "-o",
         "ecse.pt",
         cwd=folder,
-    )
+    )  # structure frames with their defaults (pruned): the a-posteriori option
     models = {
         "pet": folder / "pet.pt",
         "converted, plain": folder / "plain.pt",
-        "converted, ECSE (structure frames)": folder / "ecse.pt",
-        "fine-tuned with ECSE (atom frames)": finetune(
+        "converted, ECSE (structure frames, pruned)": folder / "ecse.pt",
+        "fine-tuned with ECSE (atom frames, smooth)": finetune(
             folder / "converted.ckpt", folder / "finetune", args
         ),
     }
@@ -134,7 +134,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     nve = {}
-    for name in ("pet", "fine-tuned with ECSE (atom frames)"):
+    for name in ("pet", "fine-tuned with ECSE (atom frames, smooth)"):
         energies = total_energies(str(models[name]), probe, args.nve_steps, 0.5)
         slope = np.polyfit(np.arange(len(energies)) * 0.5e-3, energies, 1)[0]
         nve[name] = {
