@@ -7,6 +7,7 @@ invariant, so any symmetry is the protocol's.
 import copy
 
 import ase
+import ase.build
 import numpy as np
 import torch
 from metatomic.torch import ModelOutput, System, systems_to_torch
@@ -174,3 +175,18 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def ethanol() -> ase.Atoms:
+    """Rattled ethanol (a molecule of H, C, O)."""
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
+    return atoms
+
+
+def periodic_cell() -> ase.Atoms:
+    """A rattled 8-atom diamond cell with two N (a periodic structure)."""
+    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
+    atoms.numbers[[1, 5]] = 7
+    atoms.rattle(0.05, seed=2)
+    return atoms

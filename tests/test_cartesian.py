@@ -12,27 +12,16 @@ from metatrain.utils.data.target_info import get_generic_target_info
 from models import (
     CARTESIAN_TARGETS,
     TYPES,
+    ethanol,
     evaluate,
     make_model,
+    periodic_cell,
     random_rotation,
     rotated,
     small_hypers,
 )
 
 from pet_metatrain import PETECSE
-
-
-def ethanol() -> ase.Atoms:
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
-    return atoms
-
-
-def periodic_cell() -> ase.Atoms:
-    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
-    atoms.numbers[[1, 5]] = 7
-    atoms.rattle(0.05, seed=2)
-    return atoms
 
 
 def linear() -> ase.Atoms:

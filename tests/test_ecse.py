@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 from metatrain.utils.architectures import get_default_hypers
-from models import evaluate, graph_of, make_model, random_rotation, rotated
+from models import (
+    ethanol,
+    evaluate,
+    graph_of,
+    make_model,
+    periodic_cell,
+    random_rotation,
+    rotated,
+)
 
 from pet_metatrain.ecse.structure import copy_chunks
 from pet_metatrain.modules.views import WeightedFrames
@@ -29,19 +37,6 @@ LAYOUTS = {
         d_node=12,
     ),
 }
-
-
-def ethanol() -> ase.Atoms:
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.positions += np.random.default_rng(1).normal(0, 0.05, atoms.positions.shape)
-    return atoms
-
-
-def periodic_cell() -> ase.Atoms:
-    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
-    atoms.numbers[[1, 5]] = 7
-    atoms.rattle(0.05, seed=2)
-    return atoms
 
 
 def rotation_errors(model, frames, seed=0, count=3):
