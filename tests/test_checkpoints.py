@@ -116,3 +116,14 @@ def test_token_frames_need_the_edge_embedding():
     symmetrization = {**model.hypers["symmetrization"], "frames": "token"}
     with pytest.raises(ValueError, match="frames: token.*edge embedding"):
         model.set_symmetrization(symmetrization)
+
+
+def test_version_8_upgrade_keeps_training_without_weight_noise():
+    """v8 models were trained with exact frame weights; fine-tuning or
+    restarting them keeps it so (new models jitter the weights in training)."""
+    path = REFERENCE.parent / "model-v8_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    model = model_from_checkpoint(checkpoint, context="finetune")
+    assert model.hypers["symmetrization"]["training_weight_noise"] == 0.0
+    assert model.weight_noise == 0.0

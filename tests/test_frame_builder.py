@@ -6,8 +6,9 @@ import ase.build
 import numpy as np
 import pytest
 import torch
-from models import graph_of, make_model, random_rotation, rotated
+from models import evaluate, graph_of, make_model, random_rotation, rotated
 
+from pet_metatrain.ecse.frames import jitter_weights
 from pet_metatrain.modules.views import WeightedFrames
 
 
@@ -97,3 +98,43 @@ def test_pruning_only_removes_frames_and_a_higher_threshold_removes_more():
     assert bool(
         (torch.bincount(atom_frames(atoms, pruning_threshold=0.9).group) > 0).all()
     )
+
+
+def test_jittered_weights_stay_normalized_and_change():
+    frames = atom_frames(rattled_ethanol())
+    torch.manual_seed(0)
+    jittered = jitter_weights(frames, 0.5, 9)
+    assert torch.equal(jittered.group, frames.group)
+    assert torch.equal(jittered.rotation, frames.rotation)
+    sums = torch.zeros(9, dtype=frames.weight.dtype).index_add(
+        0, jittered.group, jittered.weight
+    )
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    assert (jittered.weight > 0).all()
+    several = torch.bincount(frames.group)[frames.group] > 1
+    assert not torch.allclose(jittered.weight[several], frames.weight[several])
+    unchanged = jitter_weights(frames, 0.0, 9)
+    torch.testing.assert_close(unchanged.weight, frames.weight)
+
+
+@pytest.mark.parametrize("frames", ["token", "atom"])
+def test_weight_noise_acts_in_training_only(frames):
+    """Training draws new weights at every call; evaluation is deterministic
+    and exact (the noise never reaches an exported model)."""
+    atoms = rattled_ethanol()
+    model = make_model(frames=frames)
+    assert model.weight_noise == 0.5  # the default
+    model.train()
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    assert not np.allclose(first, second)
+    model.eval()
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    spun = evaluate(model, [rotated(atoms, random_rotation(np.random.default_rng(5)))])
+    np.testing.assert_allclose(spun["energy"], first, rtol=1e-12)
+    model.set_symmetrization(
+        {**model.hypers["symmetrization"], "training_weight_noise": 0.0}
+    )
+    model.train()
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)

@@ -113,6 +113,13 @@ def _model_v7_to_v8(checkpoint: Dict[str, Any]) -> None:
         symmetrization["inner_cutoff_width"] = 0.15
 
 
+def _model_v8_to_v9(checkpoint: Dict[str, Any]) -> None:
+    """v9 jitters the frame weights in training (``training_weight_noise``);
+    v8 models were trained without it and keep training so."""
+    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    symmetrization.setdefault("training_weight_noise", 0.0)
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
@@ -121,6 +128,7 @@ MODEL_UPGRADES: Dict[int, Upgrade] = {
     5: _model_v5_to_v6,
     6: _model_v6_to_v7,
     7: _model_v7_to_v8,
+    8: _model_v8_to_v9,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

@@ -27,7 +27,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder, resolved_frames
+from .ecse.frames import FrameBuilder, jitter_weights, resolved_frames
 from .ecse.spherical import to_spherical
 from .ecse.structure import (
     accumulate_copies,
@@ -53,7 +53,7 @@ ARCHITECTURE_NAME = "pet_ecse"
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 8
+    __checkpoint_version__ = 9
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
@@ -143,6 +143,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
         self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
+        self.weight_noise = float(symmetrization["training_weight_noise"])
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_atomic_basis:
@@ -407,6 +408,8 @@ class PETECSE(ModelInterface[ModelHypers]):
                 n_atoms,
                 graph.neighbor_species,
             )
+            if self.training and self.weight_noise > 0.0:
+                frames = jitter_weights(frames, self.weight_noise, n_atoms)
             # token frames: the frames reach the edge embedding only
             block_views: Optional[WeightedFrames] = frames
             token_views: Optional[WeightedFrames] = None

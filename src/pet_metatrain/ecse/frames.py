@@ -277,6 +277,23 @@ class FrameBuilder(torch.nn.Module):
         return WeightedFrames(group, rotations, weights / total[group], isotropic)
 
 
+def jitter_weights(
+    frames: WeightedFrames, strength: float, num_groups: int
+) -> WeightedFrames:
+    """The same frames with log-normally jittered weights, renormalized per group:
+    ``w_f exp(strength * n_f) / sum_g w_g exp(strength * n_g)`` with ``n_f`` drawn
+    from N(0, 1). Used in training only: a network that predicts the same for any
+    weighting of its frames has small ``dE/dw_f``, so the weights' switching (at
+    the adaptive inner cutoff, collinearity) cannot make forces steep."""
+    noise = torch.exp(strength * torch.randn_like(frames.weight))
+    weight = frames.weight * noise
+    total = torch.zeros(num_groups, dtype=weight.dtype, device=weight.device)
+    total = total.index_add(0, frames.group, weight)
+    return WeightedFrames(
+        frames.group, frames.rotation, weight / total[frames.group], frames.isotropic
+    )
+
+
 def centre_preference(
     positions: torch.Tensor,
     system_index: torch.Tensor,
