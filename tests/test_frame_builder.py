@@ -9,6 +9,7 @@ import torch
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
 from pet_metatrain.ecse.frames import jitter_weights
+from pet_metatrain.modules.switching import smooth_cutoff
 from pet_metatrain.modules.views import WeightedFrames
 
 
@@ -138,3 +139,60 @@ def test_weight_noise_acts_in_training_only(frames):
     model.train()
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
+
+
+def bent_neighbourhood(angle: float) -> ase.Atoms:
+    """A C with two close neighbours at ``angle`` (degrees) between them and four
+    further out: as the pair nears collinear, it stops defining the inner cutoff."""
+    rad = np.radians(angle)
+    positions = [
+        [0.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [1.1 * np.cos(rad), 1.1 * np.sin(rad), 0.0],
+        [0.3, 0.4, 2.0],
+        [-0.5, -1.6, 1.3],
+        [0.8, -1.5, -1.5],
+        [-1.2, 1.0, -1.9],
+    ]
+    return ase.Atoms("CHHOONN", positions=positions)
+
+
+def inner_cutoffs(frames: str, angles: np.ndarray) -> np.ndarray:
+    model = make_model(frames=frames)
+    builder = model.frame_builder
+    values = []
+    for angle in angles:
+        graph = graph_of(model, bent_neighbourhood(angle))
+        inside = graph.mask & (graph.distances < builder.outer_cutoff)
+        safe = torch.where(inside, graph.distances, torch.ones_like(graph.distances))
+        units = graph.edge_vectors / safe[:, :, None]
+        n = units.shape[1]
+        sine2 = (
+            torch.linalg.cross(
+                units[:, :, None, :].expand(-1, -1, n, -1),
+                units[:, None, :, :].expand(-1, n, -1, -1),
+                dim=-1,
+            )
+            .square()
+            .sum(-1)
+        )
+        outer = smooth_cutoff(
+            graph.distances,
+            torch.tensor(builder.outer_cutoff, dtype=graph.distances.dtype),
+            builder.width,
+        )
+        values.append(builder._inner_cutoff(graph.distances, sine2, outer * inside))
+    return torch.stack(values)[:, 0].numpy()
+
+
+def test_token_frames_inner_cutoff_follows_a_bending_pair_gently():
+    """Token frames' soft minimum (beta 1): the inner cutoff of the centre moves
+    a third as fast as with the sharp one (beta 5) while its two nearest
+    neighbours bend towards collinear, where frames would switch on within an
+    MD step."""
+    assert make_model(frames="token").frame_builder.beta == 1.0
+    assert make_model(frames="atom").frame_builder.beta == 5.0
+    angles = np.linspace(120.0, 170.0, 201)
+    soft = np.abs(np.diff(inner_cutoffs("token", angles))).max()
+    sharp = np.abs(np.diff(inner_cutoffs("atom", angles))).max()
+    assert soft < sharp / 3, (soft, sharp)

@@ -114,10 +114,13 @@ def _model_v7_to_v8(checkpoint: Dict[str, Any]) -> None:
 
 
 def _model_v8_to_v9(checkpoint: Dict[str, Any]) -> None:
-    """v9 jitters the frame weights in training (``training_weight_noise``);
-    v8 models were trained without it and keep training so."""
+    """v9 jitters the frame weights in training (``training_weight_noise``) and
+    softens token frames' inner cutoff (``beta: null`` is 1 for token frames);
+    v8 models keep training without noise and their ``beta``."""
     symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
     symmetrization.setdefault("training_weight_noise", 0.0)
+    if symmetrization.get("beta") is None:
+        symmetrization["beta"] = 5.0
 
 
 MODEL_UPGRADES: Dict[int, Upgrade] = {

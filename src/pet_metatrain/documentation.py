@@ -68,8 +68,17 @@ class SymmetrizationHypers(TypedDict):
     max_outer_cutoff: float = 10.0
     """Bound (in the length unit of the data set) on the radius within which frames
     and the adaptive inner cutoff are looked for; the model cutoff if smaller."""
-    beta: float = 5.0
-    """Sharpness (inverse length) of the smooth minimum defining the inner cutoff."""
+    beta: Optional[float] = None
+    """Sharpness (inverse length) of the smooth minimum defining the adaptive
+    inner cutoff (``None``: 5 for ``structure`` and ``atom`` frames, 1 for
+    ``token`` frames). A sharp minimum follows the nearest neighbour pair, and
+    where that pair turns collinear or a bond breaks it jumps outwards within a
+    fraction of an MD step, switching frames on at once: along a 0.4 ps
+    ethanol trajectory, the energy-vs-work error of a trained token model fell
+    from 345 meV (5) to 35 (1.5) and 3.5 meV (1), against 8 meV for plain
+    PET. A softer minimum reaches further, so atoms get more frames (ethanol
+    6.6 -> 22, bcc Mo 82 -> 166, diamond Ge 14 -> 157 per atom), which token
+    frames pay for in the edge embedding only."""
     beta_weights: float = 1.0
     """Sharpness of the smooth maximum of frame weights used for pruning."""
     inner_cutoff_width: Optional[float] = None

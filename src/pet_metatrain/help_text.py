@@ -45,6 +45,7 @@ FRAME_DEFAULTS = {
     "pruning_width": "0.1 for structure and atom frames, 0.5 for token frames",
     "pruning_passes": "2 for structure and atom frames, 0 for token frames",
     "inner_cutoff_width": "0.15 for structure and atom frames, 0.3 for token frames",
+    "beta": "5 for structure and atom frames, 1 for token frames",
 }
 
 

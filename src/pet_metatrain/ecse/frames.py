@@ -25,6 +25,9 @@ DEFAULT_PRUNING = {
     "atom": (0.9, 0.1, 2),
 }
 DEFAULT_INNER_CUTOFF_WIDTH = {"token": 0.3, "structure": 0.15, "atom": 0.15}
+# sharpness of the adaptive inner cutoff's smooth minimum: token frames take
+# the soft one that keeps MD smooth (see documentation.py)
+DEFAULT_BETA = {"token": 1.0, "structure": 5.0, "atom": 5.0}
 
 
 def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True) -> str:
@@ -47,7 +50,8 @@ class FrameBuilder(torch.nn.Module):
         """``frames`` (token, structure or atom) selects the pruning defaults."""
         super().__init__()
         self.outer_cutoff = min(float(cutoff), float(hypers["max_outer_cutoff"]))
-        self.beta = float(hypers["beta"])
+        beta = hypers["beta"]
+        self.beta = float(DEFAULT_BETA[frames] if beta is None else beta)
         # SMAX_beta(a, b) + offset >= max(a, b)
         self.smax_offset = SMAX_OFFSET / self.beta
         self.beta_weights = float(hypers["beta_weights"])
