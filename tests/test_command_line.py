@@ -97,7 +97,8 @@ def test_every_option_has_a_description_and_a_default(name):
             assert "default: " in action.help, (action.dest, action.help)
     # numbers shown are the documented defaults
     text = parser.format_help()
-    assert "(default: 5.0)" in text  # --beta
+    assert "(default: 32768)" in text  # --max-copied-atoms
+    assert "1 for token frames" in text  # --beta
     assert "0.5 for token frames" in text  # --pruning-threshold
 
 

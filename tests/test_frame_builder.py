@@ -120,12 +120,16 @@ def test_jittered_weights_stay_normalized_and_change():
 
 @pytest.mark.parametrize("frames", ["token", "atom"])
 def test_weight_noise_acts_in_training_only(frames):
-    """Training draws new weights at every call; evaluation is deterministic
-    and exact (the noise never reaches an exported model)."""
+    """The trainer's steps draw new weights at every call; outside them (a
+    model in training mode that no trainer drives, evaluation) the model is
+    deterministic and exact: the noise never reaches an exported model."""
     atoms = rattled_ethanol()
     model = make_model(frames=frames)
     assert model.weight_noise == 0.5  # the default
     model.train()
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    model.jitter_frames = True  # what the trainer sets for its training steps
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     assert not np.allclose(first, second)
     model.eval()

@@ -48,7 +48,9 @@ _PROTOCOL_OPTIONS = {
     name: _option_type(annotation)
     for name, annotation in SymmetrizationHypers.__annotations__.items()
     if _option_type(annotation) is not None
-    and name not in ("during_training", "centre_preference_length")
+    # training-only options have no meaning for an export
+    and name
+    not in ("during_training", "training_weight_noise", "centre_preference_length")
 }
 
 

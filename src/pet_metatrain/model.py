@@ -81,6 +81,9 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.set_symmetrization(hypers["symmetrization"])
         # set by the trainer while it trains plain PET for later ECSE
         self.train_fallback = False
+        # set by the trainer for its training steps: jitter the frame weights
+        # (``training_weight_noise``); never in validation or evaluation
+        self.jitter_frames = False
         # set by load_checkpoint: fine-tuning may change the symmetrization block
         self.loaded_for_finetuning = False
 
@@ -408,7 +411,7 @@ class PETECSE(ModelInterface[ModelHypers]):
                 n_atoms,
                 graph.neighbor_species,
             )
-            if self.training and self.weight_noise > 0.0:
+            if self.training and self.jitter_frames and self.weight_noise > 0.0:
                 frames = jitter_weights(frames, self.weight_noise, n_atoms)
             # token frames: the frames reach the edge embedding only
             block_views: Optional[WeightedFrames] = frames
