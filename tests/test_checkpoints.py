@@ -126,4 +126,4 @@ def test_version_8_upgrade_keeps_training_without_weight_noise():
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
     model = model_from_checkpoint(checkpoint, context="finetune")
     assert model.hypers["symmetrization"]["training_weight_noise"] == 0.0
-    assert model.weight_noise == 0.0
+    assert model.frame_builder.weight_noise == 0.0

@@ -125,11 +125,11 @@ def test_weight_noise_acts_in_training_only(frames):
     deterministic and exact: the noise never reaches an exported model."""
     atoms = rattled_ethanol()
     model = make_model(frames=frames)
-    assert model.weight_noise == 0.5  # the default
+    assert model.frame_builder.weight_noise == 0.5  # the default
     model.train()
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
-    model.jitter_frames = True  # what the trainer sets for its training steps
+    model.frame_builder.jitter = True  # what the trainer sets for training steps
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     assert not np.allclose(first, second)
     model.eval()
@@ -141,6 +141,7 @@ def test_weight_noise_acts_in_training_only(frames):
         {**model.hypers["symmetrization"], "training_weight_noise": 0.0}
     )
     model.train()
+    model.frame_builder.jitter = True
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
 

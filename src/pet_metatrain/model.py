@@ -27,7 +27,7 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder, jitter_weights, resolved_frames
+from .ecse.frames import FrameBuilder, resolved_frames
 from .ecse.spherical import to_spherical
 from .ecse.structure import (
     accumulate_copies,
@@ -81,9 +81,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.set_symmetrization(hypers["symmetrization"])
         # set by the trainer while it trains plain PET for later ECSE
         self.train_fallback = False
-        # set by the trainer for its training steps: jitter the frame weights
-        # (``training_weight_noise``); never in validation or evaluation
-        self.jitter_frames = False
         # set by load_checkpoint: fine-tuning may change the symmetrization block
         self.loaded_for_finetuning = False
 
@@ -146,7 +143,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
         self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
-        self.weight_noise = float(symmetrization["training_weight_noise"])
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_atomic_basis:
@@ -411,8 +407,6 @@ class PETECSE(ModelInterface[ModelHypers]):
                 n_atoms,
                 graph.neighbor_species,
             )
-            if self.training and self.jitter_frames and self.weight_noise > 0.0:
-                frames = jitter_weights(frames, self.weight_noise, n_atoms)
             # token frames: the frames reach the edge embedding only
             block_views: Optional[WeightedFrames] = frames
             token_views: Optional[WeightedFrames] = None

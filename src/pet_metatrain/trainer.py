@@ -102,7 +102,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
         finally:
             model.symmetrize = symmetrize
             model.train_fallback = False
-            model.jitter_frames = False
+            model.frame_builder.jitter = False
 
     def _train(
         self,
@@ -417,7 +417,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
         where ``stop`` asked to stop after a step."""
         training = optimizer is not None
         raw_model = model.module if is_distributed else model
-        raw_model.jitter_frames = training
+        raw_model.frame_builder.jitter = training
         targets_info = raw_model.dataset_info.targets
         per_structure = self.hypers["per_structure_targets"]
         separate = self.hypers["log_separate_blocks"]

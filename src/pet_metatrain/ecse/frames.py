@@ -77,6 +77,11 @@ class FrameBuilder(torch.nn.Module):
         length = hypers["centre_preference_length"]
         self.centre_preference_length = 0.0 if length is None else float(length)
         self.order_by_species = hypers["pair_order"] == "species"
+        # per-atom frames only; the trainer sets ``jitter`` for its training
+        # steps (never in validation or evaluation)
+        self.weight_noise = float(hypers["training_weight_noise"])
+        self.noisy = frames != "structure" and self.weight_noise > 0.0
+        self.jitter = False
 
     def structure_frames(self, graph: EdgeGraph, num_structures: int) -> WeightedFrames:
         """Frames of all atoms pooled and pruned per structure, molecules ranked by
@@ -167,7 +172,12 @@ class FrameBuilder(torch.nn.Module):
         scores: Optional[torch.Tensor] = None
         if preference is not None:
             scores = frame_weights * preference[atom]
-        return self._prune(group, rotations, frame_weights, scores, ranked, num_groups)
+        frames = self._prune(
+            group, rotations, frame_weights, scores, ranked, num_groups
+        )
+        if self.training and self.jitter and self.noisy:
+            frames = jitter_weights(frames, self.weight_noise, num_groups)
+        return frames
 
     def _inner_cutoff(
         self,
