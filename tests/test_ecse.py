@@ -258,13 +258,15 @@ def test_plain_training_blends_the_isotropic_fallback_as_ecse_will():
     """In training mode, plain PET is blended with the distance-only fallback with
     the weights structure-wide ECSE uses, so the fallback trains in the same run."""
     model = make_model()
+    symmetrization = model.hypers["symmetrization"]
+    model.set_symmetrization({**symmetrization, "during_training": False})
     linear = ase.Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [1.16, 0, 0]])
     exact = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
 
-    model.symmetrize = False
     model.train()
+    model.symmetrize = False  # plain PET alone, for comparison
     plain = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
-    model.train_fallback = True
+    model.set_phase("train")
     blended = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
 
     assert blended[0] == pytest.approx(exact[0], rel=1e-12)  # fallback only

@@ -129,9 +129,13 @@ def test_weight_noise_acts_in_training_only(frames):
     model.train()
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
-    model.frame_builder.jitter = True  # what the trainer sets for training steps
+    model.set_phase("train")  # what the trainer asks for in its training steps
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     assert not np.allclose(first, second)
+    model.set_phase("validate")
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    model.set_phase("train")
     model.eval()
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
@@ -141,7 +145,7 @@ def test_weight_noise_acts_in_training_only(frames):
         {**model.hypers["symmetrization"], "training_weight_noise": 0.0}
     )
     model.train()
-    model.frame_builder.jitter = True
+    model.set_phase("train")
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
 

@@ -38,7 +38,7 @@ from .ecse.structure import (
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork
 from .modules.switching import cosine_cutoff
-from .modules.views import WeightedFrames
+from .modules.views import WeightedFrames, selected
 from .targets import (
     add_shared_blocks,
     feature_map,
@@ -79,8 +79,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
 
         self.set_symmetrization(hypers["symmetrization"])
-        # set by the trainer while it trains plain PET for later ECSE
-        self.train_fallback = False
         # set by load_checkpoint: fine-tuning may change the symmetrization block
         self.loaded_for_finetuning = False
 
@@ -125,7 +123,6 @@ class PETECSE(ModelInterface[ModelHypers]):
         """Apply a ``symmetrization`` block (it holds no weights, so it can change
         between training, fine-tuning and export)."""
         self.hypers["symmetrization"] = dict(symmetrization)
-        self.symmetrize = symmetrization["method"] == "ecse"
         self.frames = resolved_frames(
             symmetrization, self.hypers.get("d_edge_embedding") is not None
         )
@@ -143,6 +140,21 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
         self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
+        self.set_phase("evaluate")
+
+    def set_phase(self, phase: str) -> None:
+        """What the trainer asks for: ``train`` (its training steps), ``validate``
+        or ``evaluate`` (everything else; the default). Training and validation
+        run ECSE only where it is trained in, and otherwise plain PET with the
+        isotropic fallback that structure frames will blend in; training steps
+        also jitter per-atom frames' weights (``training_weight_noise``)."""
+        if phase not in ("train", "validate", "evaluate"):
+            raise ValueError(f"unknown phase '{phase}'")
+        ecse = self.hypers["symmetrization"]["method"] == "ecse"
+        fitting = phase != "evaluate"
+        self.symmetrize = ecse and (self.symmetrize_in_training or not fitting)
+        self.train_fallback = fitting and ecse and not self.symmetrize
+        self.frame_builder.jitter = phase == "train"
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_atomic_basis:
@@ -449,12 +461,7 @@ class PETECSE(ModelInterface[ModelHypers]):
         for name, value in predictions.items():
             shape = [-1] + [1] * (value.dim() - 1)
             results[name] = value * keep.to(value.dtype).reshape(shape)
-        only_fallback = WeightedFrames(
-            frames.group[fallback],
-            frames.rotation[fallback],
-            frames.weight[fallback],
-            frames.isotropic[fallback],
-        )
+        only_fallback = selected(frames, fallback)
         return self._add_rotated_copies(
             graph, only_fallback, n_systems, targets, results
         )
@@ -499,11 +506,7 @@ class PETECSE(ModelInterface[ModelHypers]):
             )
             if len(results) == 0:
                 for name, value in outputs.items():
-                    results[name] = torch.zeros(
-                        [n_atoms] + list(value.shape[1:]),
-                        dtype=value.dtype,
-                        device=value.device,
-                    )
+                    results[name] = value.new_zeros([n_atoms] + list(value.shape[1:]))
             accumulate_copies(results, outputs, copies, chunk, self.vector_targets)
         return results
 

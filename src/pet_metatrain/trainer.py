@@ -88,21 +88,13 @@ class Trainer(TrainerInterface[TrainerHypers]):
         val_datasets: List[Union[Dataset, torch.utils.data.Subset]],
         checkpoint_dir: str,
     ) -> None:
-        # plain PET trains (and validates) unless ECSE is asked for in training;
-        # the isotropic fallback that structure-wide ECSE will blend in trains too
-        symmetrize = model.symmetrize
-        model.symmetrize = symmetrize and model.symmetrize_in_training
-        model.train_fallback = (
-            symmetrize and not model.symmetrize and not model.per_atom_frames
-        )
+        # each epoch asks the model for its phase (PETECSE.set_phase)
         try:
             self._train(
                 model, dtype, devices, train_datasets, val_datasets, checkpoint_dir
             )
         finally:
-            model.symmetrize = symmetrize
-            model.train_fallback = False
-            model.frame_builder.jitter = False
+            model.set_phase("evaluate")
 
     def _train(
         self,
@@ -417,7 +409,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
         where ``stop`` asked to stop after a step."""
         training = optimizer is not None
         raw_model = model.module if is_distributed else model
-        raw_model.frame_builder.jitter = training
+        raw_model.set_phase("train" if training else "validate")
         targets_info = raw_model.dataset_info.targets
         per_structure = self.hypers["per_structure_targets"]
         separate = self.hypers["log_separate_blocks"]

@@ -23,6 +23,16 @@ class WeightedFrames(NamedTuple):
     isotropic: torch.Tensor  # [n_frames] bool
 
 
+def selected(frames: WeightedFrames, keep: torch.Tensor) -> WeightedFrames:
+    """The frames where ``keep`` [n_frames] (bool) is true."""
+    return WeightedFrames(
+        frames.group[keep],
+        frames.rotation[keep],
+        frames.weight[keep],
+        frames.isotropic[keep],
+    )
+
+
 def to_lab_frame(
     tensors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
 ) -> torch.Tensor:
