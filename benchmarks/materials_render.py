@@ -92,7 +92,8 @@ def nve_table(result: dict) -> list[str]:
         f"{result['element']} ({result['atoms']} atoms): velocity Verlet, "
         f"{result['timestep_fs']} fs, {result['steps']} steps "
         f"({result['steps'] * result['timestep_fs'] / 1000:g} ps), 300 K start, "
-        "the seed-1 models of the accuracy runs.",
+        + result.get("models", "the seed-1 models of the accuracy runs")
+        + ".",
         "",
         "| model | largest total-energy excursion meV | drift meV / ps / atom |",
         "|---|---|---|",
