@@ -47,6 +47,8 @@ def contenders(pet, ecse, paper) -> dict:
     for mode in ("plain", "plain+fallback", "ecse-token", "ecse-atom", LOOP_ADAM_MODE):
         models[mode] = copy.deepcopy(ecse)
         set_mode(models[mode], mode if mode.startswith("ecse") else "plain")
+        # what the trainer asks for in its steps (frame-weight noise included)
+        models[mode].set_phase("train")
         models[mode].train_fallback = mode == "plain+fallback"
     if paper is not None:
         models[PAPER_MODE] = copy.deepcopy(paper)
