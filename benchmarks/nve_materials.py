@@ -27,10 +27,11 @@ from ase.md.verlet import VelocityVerlet
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
 
-def total_energies(
-    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float
-) -> np.ndarray:
-    """Total energy [steps + 1] along an NVE trajectory of ``atoms``."""
+def nve_run(
+    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float, observe
+) -> list:
+    """``observe(atoms)`` at the start and after every step of a velocity Verlet
+    run of ``atoms`` with the exported ``model`` (300 K start, fixed seed)."""
     from metatomic_ase import MetatomicCalculator
 
     atoms = atoms.copy()
@@ -38,11 +39,20 @@ def total_energies(
     MaxwellBoltzmannDistribution(
         atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
     )
-    energies = [atoms.get_total_energy()]
+    observed = [observe(atoms)]
     dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
+    dynamics.attach(lambda: observed.append(observe(atoms)), interval=1)
     dynamics.run(steps)
-    return np.array(energies)
+    return observed
+
+
+def total_energies(
+    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float
+) -> np.ndarray:
+    """Total energy [steps + 1] along an NVE trajectory of ``atoms``."""
+    return np.array(
+        nve_run(model, atoms, steps, timestep_fs, lambda a: a.get_total_energy())
+    )
 
 
 def main() -> None:

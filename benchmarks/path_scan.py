@@ -25,37 +25,24 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-from ase.md.verlet import VelocityVerlet
-
-
-def calculator(model: str):
-    from metatomic_ase import MetatomicCalculator
-
-    return MetatomicCalculator(model, device="cpu", check_consistency=False)
+from nve_materials import nve_run
 
 
 def trajectory(
     model: str, atoms: ase.Atoms, steps: int, timestep_fs: float
 ) -> np.ndarray:
     """Positions [steps + 1, n_atoms, 3] of an NVE run of ``model`` (300 K start)."""
-    atoms = atoms.copy()
-    atoms.calc = calculator(model)
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
+    return np.array(
+        nve_run(model, atoms, steps, timestep_fs, lambda a: a.positions.copy())
     )
-    positions = [atoms.positions.copy()]
-    dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    dynamics.attach(lambda: positions.append(atoms.positions.copy()), interval=1)
-    dynamics.run(steps)
-    return np.array(positions)
 
 
 def work_errors(model: str, atoms: ase.Atoms, positions: np.ndarray) -> np.ndarray:
     """|err_k| [n_steps] of ``model`` along ``positions`` (eV; see above)."""
+    from metatomic_ase import MetatomicCalculator
+
     atoms = atoms.copy()
-    atoms.calc = calculator(model)
+    atoms.calc = MetatomicCalculator(model, device="cpu", check_consistency=False)
     energies, forces = [], []
     for x in positions:
         atoms.positions = x

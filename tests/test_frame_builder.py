@@ -9,7 +9,6 @@ import torch
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
 from pet_metatrain.ecse.frames import jitter_weights
-from pet_metatrain.modules.switching import smooth_cutoff
 from pet_metatrain.modules.views import WeightedFrames
 
 
@@ -168,29 +167,14 @@ def bent_neighbourhood(angle: float) -> ase.Atoms:
 
 def inner_cutoffs(frames: str, angles: np.ndarray) -> np.ndarray:
     model = make_model(frames=frames)
-    builder = model.frame_builder
     values = []
     for angle in angles:
         graph = graph_of(model, bent_neighbourhood(angle))
-        inside = graph.mask & (graph.distances < builder.outer_cutoff)
-        safe = torch.where(inside, graph.distances, torch.ones_like(graph.distances))
-        units = graph.edge_vectors / safe[:, :, None]
-        n = units.shape[1]
-        sine2 = (
-            torch.linalg.cross(
-                units[:, :, None, :].expand(-1, -1, n, -1),
-                units[:, None, :, :].expand(-1, n, -1, -1),
-                dim=-1,
+        values.append(
+            model.frame_builder.inner_cutoffs(
+                graph.edge_vectors, graph.distances, graph.mask
             )
-            .square()
-            .sum(-1)
         )
-        outer = smooth_cutoff(
-            graph.distances,
-            torch.tensor(builder.outer_cutoff, dtype=graph.distances.dtype),
-            builder.width,
-        )
-        values.append(builder._inner_cutoff(graph.distances, sine2, outer * inside))
     return torch.stack(values)[:, 0].numpy()
 
 

@@ -5,7 +5,7 @@ pairs co-rotates with the structure, which is what makes the average exact. See
 docs/ecse.md (and the ECSE paper) for the protocol and its defaults.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -130,20 +130,7 @@ class FrameBuilder(torch.nn.Module):
         [num_groups] are pruned with the ``centre_pruning_*`` parameters.
         """
         dtype = edge_vectors.dtype
-        inside = mask & (distances < self.outer_cutoff)
-        safe_distances = torch.where(inside, distances, torch.ones_like(distances))
-        units = edge_vectors / safe_distances[:, :, None]
-        sine2 = (
-            torch.linalg.cross(
-                units[:, :, None, :].expand(-1, -1, units.shape[1], -1),
-                units[:, None, :, :].expand(-1, units.shape[1], -1, -1),
-                dim=-1,
-            )
-            .square()
-            .sum(-1)
-        )
-        outer = torch.tensor(self.outer_cutoff, dtype=dtype, device=distances.device)
-        outer_factors = smooth_cutoff(distances, outer, self.width) * inside
+        sine2, outer_factors = self._pairs(edge_vectors, distances, mask)
         inner = self._inner_cutoff(distances, sine2, outer_factors)
 
         # the outer factor keeps weights smooth when r_in reaches the outer cutoff
@@ -178,6 +165,37 @@ class FrameBuilder(torch.nn.Module):
         if self.training and self.jitter and self.noisy:
             frames = jitter_weights(frames, self.weight_noise, num_groups)
         return frames
+
+    def _pairs(
+        self, edge_vectors: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Squared sines of the angles between neighbour pairs [n_atoms, n, n]
+        and the outer switching factor of every neighbour [n_atoms, n] (zero
+        outside ``mask`` and the outer cutoff)."""
+        inside = mask & (distances < self.outer_cutoff)
+        safe_distances = torch.where(inside, distances, torch.ones_like(distances))
+        units = edge_vectors / safe_distances[:, :, None]
+        sine2 = (
+            torch.linalg.cross(
+                units[:, :, None, :].expand(-1, -1, units.shape[1], -1),
+                units[:, None, :, :].expand(-1, units.shape[1], -1, -1),
+                dim=-1,
+            )
+            .square()
+            .sum(-1)
+        )
+        outer = torch.tensor(
+            self.outer_cutoff, dtype=distances.dtype, device=distances.device
+        )
+        return sine2, smooth_cutoff(distances, outer, self.width) * inside
+
+    def inner_cutoffs(
+        self, edge_vectors: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The adaptive inner cutoff r_in [n_atoms] of every atom (see
+        ``_inner_cutoff``), from its padded neighbourhood [n_atoms, n, ...]."""
+        sine2, outer_factors = self._pairs(edge_vectors, distances, mask)
+        return self._inner_cutoff(distances, sine2, outer_factors)
 
     def _inner_cutoff(
         self,
@@ -286,9 +304,9 @@ class FrameBuilder(torch.nn.Module):
         isotropic = torch.arange(group.shape[0], device=group.device) >= (
             group.shape[0] - with_fallback.shape[0]
         )
-        total = torch.zeros(num_groups, dtype=weights.dtype, device=weights.device)
-        total = total.index_add(0, group, weights)
-        return WeightedFrames(group, rotations, weights / total[group], isotropic)
+        return WeightedFrames(
+            group, rotations, normalized(weights, group, num_groups), isotropic
+        )
 
 
 def jitter_weights(
@@ -300,12 +318,16 @@ def jitter_weights(
     weighting of its frames has small ``dE/dw_f``, so the weights' switching (at
     the adaptive inner cutoff, collinearity) cannot make forces steep."""
     noise = torch.exp(strength * torch.randn_like(frames.weight))
-    weight = frames.weight * noise
+    weight = normalized(frames.weight * noise, frames.group, num_groups)
+    return WeightedFrames(frames.group, frames.rotation, weight, frames.isotropic)
+
+
+def normalized(
+    weight: torch.Tensor, group: torch.Tensor, num_groups: int
+) -> torch.Tensor:
+    """``weight`` [n_frames] divided by its sum within each group."""
     total = torch.zeros(num_groups, dtype=weight.dtype, device=weight.device)
-    total = total.index_add(0, frames.group, weight)
-    return WeightedFrames(
-        frames.group, frames.rotation, weight / total[frames.group], frames.isotropic
-    )
+    return weight / total.index_add(0, group, weight)[group]
 
 
 def centre_preference(
