@@ -21,35 +21,83 @@ ACCURACY_KEYS = [
 ]
 
 
-def cost_table(result: dict) -> list[str]:
-    lines = [
-        f"Energy + forces through metatomic's ASE calculator, {result['threads']} "
-        f"thread(s), medians of round-robin rounds; untrained default models "
-        f"(torch {result['torch']}). Memory: peak resident memory of a second energy "
-        "+ forces call in a fresh process, as growth over the process before it "
-        "(total peak in brackets).",
-        "",
-        "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
-        "| pet MB | pet_ecse MB | memory ratio | pet_ecse dE (rel) | dF eV/A "
-        "| pet dE (rel) | pet dF eV/A |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+def _growth_total(memory: dict, peak: str, loaded: str, scale: float) -> dict:
+    """Per model (growth of the second call over loaded, total peak) in MB."""
+    return {
+        m: ((v[peak] - v[loaded]) / scale, v[peak] / scale) for m, v in memory.items()
+    }
+
+
+def _memory_cells(values: dict) -> list[str]:
+    ratio = max(values["pet_ecse"][0], 1) / max(values["pet"][0], 1)
+    return [
+        f"{values['pet'][0]:.0f} ({values['pet'][1]:.0f})",
+        f"{values['pet_ecse'][0]:.0f} ({values['pet_ecse'][1]:.0f})",
+        f"{ratio:.2f}",
     ]
-    for row in result["systems"]:
-        seconds, memory = row["seconds"], row["memory"]
-        growth = {m: (v["peak_kb"] - v["loaded_kb"]) / 1024 for m, v in memory.items()}
-        total = {m: v["peak_kb"] / 1024 for m, v in memory.items()}
-        ecse, pet = row["rotation_error"], row["rotation_error_pet"]
-        lines.append(
-            f"| {row['system']} | {row['atoms']} | {1e3 * seconds['pet']:.0f} "
-            f"| {1e3 * seconds['pet_ecse']:.0f} "
-            f"| {seconds['pet_ecse'] / seconds['pet']:.2f} "
-            f"| {1e3 * seconds['pet_ecse'] / row['atoms']:.2f} "
-            f"| {growth['pet']:.0f} ({total['pet']:.0f}) "
-            f"| {growth['pet_ecse']:.0f} ({total['pet_ecse']:.0f}) "
-            f"| {max(growth['pet_ecse'], 1) / max(growth['pet'], 1):.2f} "
-            f"| {ecse['energy_rel']:.1e} | {ecse['forces_max']:.1e} "
-            f"| {pet['energy_rel']:.1e} | {pet['forces_max']:.1e} |"
+
+
+def cost_table(result: dict) -> list[str]:
+    rows = [row for row in result["systems"] if "error" not in row]
+    failed = [row for row in result["systems"] if "error" in row]
+    gpu = result.get("device") == "cuda"
+    gpu_memory = any("gpu_peak_bytes" in v for r in rows for v in r["memory"].values())
+    where = (
+        f"on {result.get('gpu', 'a GPU')} (CUDA {result.get('cuda')}), "
+        f"{result['threads']} CPU thread(s)"
+        if gpu
+        else f"{result['threads']} thread(s)"
+    )
+    if gpu and result.get("neighbors") == "cpu":
+        where += " (neighbor lists by vesin on the CPU, moved to the GPU)"
+    caption = (
+        f"Energy + forces through metatomic's ASE calculator, {where}, medians of "
+        f"round-robin rounds; untrained default models (torch {result['torch']}). "
+        "Memory: peak resident memory of a second energy + forces call in a fresh "
+        "process, as growth over the process before it (total peak in brackets)."
+    )
+    if gpu_memory:
+        caption += (
+            " GPU MB: the same for the GPU memory handed out by torch's caching "
+            "allocator (max_memory_allocated; total includes the loaded model)."
         )
+    header = (
+        "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
+        "| pet MB | pet_ecse MB | memory ratio "
+    )
+    if gpu_memory:
+        header += "| pet GPU MB | pet_ecse GPU MB | GPU memory ratio "
+    header += "| pet_ecse dE (rel) | dF eV/A | pet dE (rel) | pet dF eV/A |"
+    lines = [caption, "", header, "|---" * header.count(" | ") + "|---|"]
+    for row in rows:
+        seconds, memory = row["seconds"], row["memory"]
+        ecse, pet = row["rotation_error"], row["rotation_error_pet"]
+        cells = [
+            row["system"],
+            str(row["atoms"]),
+            f"{1e3 * seconds['pet']:.{1 if gpu else 0}f}",
+            f"{1e3 * seconds['pet_ecse']:.{1 if gpu else 0}f}",
+            f"{seconds['pet_ecse'] / seconds['pet']:.2f}",
+            f"{1e3 * seconds['pet_ecse'] / row['atoms']:.{3 if gpu else 2}f}",
+            *_memory_cells(_growth_total(memory, "peak_kb", "loaded_kb", 1024)),
+        ]
+        if gpu_memory:
+            cells += _memory_cells(
+                _growth_total(memory, "gpu_peak_bytes", "gpu_loaded_bytes", 2**20)
+            )
+        cells += [
+            f"{ecse['energy_rel']:.1e}",
+            f"{ecse['forces_max']:.1e}",
+            f"{pet['energy_rel']:.1e}",
+            f"{pet['forces_max']:.1e}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if failed:
+        lines += ["", "Failed:"]
+        for row in failed:
+            text = row["error"].strip().splitlines()
+            text = text[0] if len(text) == 1 else f"{text[0]} ... {text[-1]}"
+            lines.append(f"- {row['system']}: {text}")
     return lines
 
 

@@ -8,6 +8,11 @@ Adam step, on a batch of the first ``--batch`` training cells (4, as in the
 accuracy runs). Steps are timed round-robin (a new random order every round), so
 that load changes affect both models alike; medians over the rounds. Writes JSON.
 
+With ``--device cuda`` the models, systems (neighbor lists computed on the CPU first,
+as metatrain's data loading does) and targets live on the GPU, and the clock is read
+after ``torch.cuda.synchronize()``. ``--data`` is the folder with
+``<element>_training.xyz`` (only the first ``--batch`` cells are read).
+
     OMP_NUM_THREADS=1 python benchmarks/training_step_materials.py --element Mo \\
         -o training-step-mo.json
 """
@@ -15,6 +20,7 @@ that load changes affect both models alike; medians over the rounds. Writes JSON
 import argparse
 import copy
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -34,8 +40,11 @@ from pet_metatrain import PETECSE
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
 
-def step_function(model: torch.nn.Module, frames: list, info: DatasetInfo):
-    """One optimizer step of ``model`` on ``frames``, as a callable."""
+def step_function(
+    model: torch.nn.Module, frames: list, info: DatasetInfo, device: str = "cpu"
+):
+    """One optimizer step of ``model`` (already on ``device``) on ``frames``, as a
+    callable."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     systems = [
         get_system_with_neighbor_lists(
@@ -44,9 +53,12 @@ def step_function(model: torch.nn.Module, frames: list, info: DatasetInfo):
         )
         for atoms in frames
     ]
+    if device != "cpu":
+        systems = [system.to(device=device) for system in systems]
     energies = torch.tensor([a.get_potential_energy() for a in frames]).float()
-    energies = energies - energies.mean()
+    energies = (energies - energies.mean()).to(device)
     forces = torch.tensor(np.concatenate([a.get_forces() for a in frames])).float()
+    forces = forces.to(device)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -62,15 +74,26 @@ def step_function(model: torch.nn.Module, frames: list, info: DatasetInfo):
     return step
 
 
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--element", default="Mo")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder with <element>_training.xyz"
+    )
     parser.add_argument("-o", "--output", default="training-step.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    frames = ase.io.read(DATA / f"{args.element}_training.xyz", f":{args.batch}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    frames = ase.io.read(args.data / f"{args.element}_training.xyz", f":{args.batch}")
     types = sorted({int(z) for atoms in frames for z in atoms.numbers})
     target = get_energy_target_info(
         "energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True
@@ -83,32 +106,45 @@ def main() -> None:
         hypers = copy.deepcopy(get_default_hypers(name)["model"])
         hypers["cutoff"] = 4.5
         torch.manual_seed(0)
-        models[name] = cls(hypers, info).to(torch.float32).train()
+        model = cls(hypers, info).to(device=args.device, dtype=torch.float32)
+        models[name] = model.train()
     models["pet_ecse"].set_phase("train")  # what its trainer asks for
-    steps = {name: step_function(model, frames, info) for name, model in models.items()}
+    steps = {
+        name: step_function(model, frames, info, args.device)
+        for name, model in models.items()
+    }
     for step in steps.values():
-        step()  # warm-up
+        for _ in range(1 if args.device == "cpu" else 3):  # warm-up
+            step()
     times = {name: [] for name in steps}
     rng = np.random.default_rng(0)
     for _ in range(args.rounds):
         for name in rng.permutation(list(steps)):
+            synchronize(args.device)
             start = time.perf_counter()
             steps[name]()
+            synchronize(args.device)
             times[name].append(time.perf_counter() - start)
     medians = {name: float(np.median(values)) for name, values in times.items()}
     result = {
         "element": args.element,
         "atoms": [len(atoms) for atoms in frames],
+        "device": args.device,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "rounds": args.rounds,
         "seconds_per_step": medians,
         "ratio": medians["pet_ecse"] / medians["pet"],
     }
+    if args.device == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
     print(f"| model | s / step ({args.element}, {sum(result['atoms'])} atoms) |")
     print("|---|---|")
     for name, value in medians.items():
         print(f"| {name} | {value:.3f} |")
-    print(f"pet_ecse / pet: {result['ratio']:.2f} ({result['threads']} thread)")
+    where = result.get("gpu", f"{result['threads']} thread")
+    print(f"pet_ecse / pet: {result['ratio']:.2f} ({where})")
     Path(args.output).write_text(json.dumps(result, indent=1))
 
 
