@@ -127,3 +127,14 @@ def test_version_8_upgrade_keeps_training_without_weight_noise():
     model = model_from_checkpoint(checkpoint, context="finetune")
     assert model.hypers["symmetrization"]["training_weight_noise"] == 0.0
     assert model.frame_builder.weight_noise == 0.0
+
+
+def test_version_9_upgrade_keeps_training_on_all_frames():
+    """v9 models were trained on all their frames; fine-tuning or restarting
+    them keeps it so (new models draw at most 32 per atom in training)."""
+    path = REFERENCE.parent / "model-v9_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    model = model_from_checkpoint(checkpoint, context="finetune")
+    assert model.hypers["symmetrization"]["training_frames_per_atom"] is None
+    assert model.frame_builder.training_frame_limit == 0

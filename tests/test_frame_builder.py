@@ -8,7 +8,7 @@ import pytest
 import torch
 from models import evaluate, graph_of, make_model, random_rotation, rotated
 
-from pet_metatrain.ecse.frames import jitter_weights
+from pet_metatrain.ecse.frames import jitter_weights, subsampled
 from pet_metatrain.modules.views import WeightedFrames
 
 
@@ -117,9 +117,52 @@ def test_jittered_weights_stay_normalized_and_change():
     torch.testing.assert_close(unchanged.weight, frames.weight)
 
 
+def test_subsampled_frames_keep_at_most_the_limit_per_atom():
+    """Training draws at most ``limit`` frames per atom (a new draw each step),
+    the isotropic fallback always among them; atoms with fewer keep all."""
+    frames = atom_frames(rattled_cell())
+    counts = torch.bincount(frames.group[~frames.isotropic], minlength=8)
+    limit = int(counts.min()) - 1  # every atom loses frames
+    torch.manual_seed(0)
+    kept = subsampled(frames, limit, 8)
+    kept_counts = torch.bincount(kept.group[~kept.isotropic], minlength=8)
+    assert kept_counts.tolist() == [limit] * 8
+    assert int(kept.isotropic.sum()) == int(frames.isotropic.sum())
+    sums = torch.zeros(8, dtype=kept.weight.dtype).index_add(0, kept.group, kept.weight)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    # each kept frame is one of the atom's frames, its weight scaled up
+    scale = kept.weight / frames.weight[_matching(frames, kept)]
+    torch.testing.assert_close(
+        scale, 1.0 / (1.0 - _dropped_weight(frames, kept))[kept.group]
+    )
+    again = subsampled(frames, limit, 8)
+    assert not torch.equal(again.rotation, kept.rotation)
+    everything = subsampled(frames, int(counts.max()), 8)
+    torch.testing.assert_close(
+        everything.weight.sort().values, frames.weight.sort().values
+    )
+
+
+def _matching(frames: WeightedFrames, kept: WeightedFrames) -> torch.Tensor:
+    """Index in ``frames`` of every frame of ``kept`` (same group and rotation)."""
+    same = (kept.rotation[:, None] == frames.rotation[None]).flatten(2).all(-1)
+    same = same & (kept.group[:, None] == frames.group[None])
+    assert bool((same.sum(1) == 1).all())
+    return same.float().argmax(1)
+
+
+def _dropped_weight(frames: WeightedFrames, kept: WeightedFrames) -> torch.Tensor:
+    """Per atom, the total weight of the frames that ``kept`` left out."""
+    n_groups = int(frames.group.max()) + 1
+    total = torch.zeros(n_groups, dtype=frames.weight.dtype)
+    original = frames.weight[_matching(frames, kept)]
+    return 1.0 - total.index_add(0, kept.group, original)
+
+
 @pytest.mark.parametrize("frames", ["token", "atom"])
 def test_weight_noise_acts_in_training_only(frames):
-    """The trainer's steps draw new weights at every call; outside them (a
+    """The trainer's steps draw new weights (and frame subsets) at every call;
+    outside them (a
     model in training mode that no trainer drives, evaluation) the model is
     deterministic and exact: the noise never reaches an exported model."""
     atoms = rattled_ethanol()
@@ -141,10 +184,25 @@ def test_weight_noise_acts_in_training_only(frames):
     spun = evaluate(model, [rotated(atoms, random_rotation(np.random.default_rng(5)))])
     np.testing.assert_allclose(spun["energy"], first, rtol=1e-12)
     model.set_symmetrization(
-        {**model.hypers["symmetrization"], "training_weight_noise": 0.0}
+        {
+            **model.hypers["symmetrization"],
+            "training_weight_noise": 0.0,
+            "training_frames_per_atom": None,
+        }
     )
     model.train()
     model.set_phase("train")
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    # without weight noise, the training steps' frame subsets still change
+    model.set_symmetrization(
+        {**model.hypers["symmetrization"], "training_frames_per_atom": 1}
+    )
+    model.train()
+    model.set_phase("train")
+    first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
+    assert not np.allclose(first, second)
+    model.set_phase("validate")
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
 

@@ -123,6 +123,13 @@ def _model_v8_to_v9(checkpoint: Dict[str, Any]) -> None:
         symmetrization["beta"] = 5.0
 
 
+def _model_v9_to_v10(checkpoint: Dict[str, Any]) -> None:
+    """v10 trains per-atom frames on a random subset of at most 32 frames per
+    atom (``training_frames_per_atom``); v9 models keep training on all."""
+    symmetrization = checkpoint["model_data"]["model_hypers"]["symmetrization"]
+    symmetrization.setdefault("training_frames_per_atom", None)
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
@@ -132,6 +139,7 @@ MODEL_UPGRADES: Dict[int, Upgrade] = {
     6: _model_v6_to_v7,
     7: _model_v7_to_v8,
     8: _model_v8_to_v9,
+    9: _model_v9_to_v10,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

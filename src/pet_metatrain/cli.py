@@ -50,7 +50,12 @@ _PROTOCOL_OPTIONS = {
     if _option_type(annotation) is not None
     # training-only options have no meaning for an export
     and name
-    not in ("during_training", "training_weight_noise", "centre_preference_length")
+    not in (
+        "during_training",
+        "training_weight_noise",
+        "training_frames_per_atom",
+        "centre_preference_length",
+    )
 }
 
 

@@ -137,6 +137,13 @@ class SymmetrizationHypers(TypedDict):
     weights. rMD17 ethanol, 3 seeds, ``beta: 5``: force MAE 0.89x that of
     training without it, NVE excursions over 1.2 ps 27-1116 meV instead of
     960-8652 (docs/ecse.md). 0 turns it off."""
+    training_frames_per_atom: Optional[int] = 32
+    """Per-atom frames (``token``, ``atom``) in training: each atom averages over
+    at most this many of its frames, drawn at random in every step (weights
+    renormalized), before the weight noise. Dense solids have many frames per
+    atom (bcc Mo about 160, molecules about 20) and the second derivatives of
+    training pay for each; validation, evaluation and exported models use all
+    frames, exactly. ``None`` uses all frames in training too."""
     max_copied_atoms: int = 32768
     """``structure`` frames: the most copied atoms (frames times atoms) one call
     may evaluate. Forces keep every pass's activations until the backward pass,

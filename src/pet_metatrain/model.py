@@ -53,7 +53,7 @@ ARCHITECTURE_NAME = "pet_ecse"
 class PETECSE(ModelInterface[ModelHypers]):
     """Point Edge Transformer with exact rotational symmetrization (ECSE)."""
 
-    __checkpoint_version__ = 9
+    __checkpoint_version__ = 10
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float32, torch.float64]
     __default_metadata__ = ModelMetadata(
@@ -147,7 +147,8 @@ class PETECSE(ModelInterface[ModelHypers]):
         or ``evaluate`` (everything else; the default). Training and validation
         run ECSE only where it is trained in, and otherwise plain PET with the
         isotropic fallback that structure frames will blend in; training steps
-        also jitter per-atom frames' weights (``training_weight_noise``)."""
+        also subsample and jitter per-atom frames (``training_frames_per_atom``,
+        ``training_weight_noise``)."""
         if phase not in ("train", "validate", "evaluate"):
             raise ValueError(f"unknown phase '{phase}'")
         ecse = self.hypers["symmetrization"]["method"] == "ecse"

@@ -11,7 +11,7 @@ import torch
 
 from ..modules.graph import EdgeGraph
 from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
-from ..modules.views import WeightedFrames
+from ..modules.views import WeightedFrames, selected
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 
@@ -80,7 +80,11 @@ class FrameBuilder(torch.nn.Module):
         # per-atom frames only; the trainer sets ``jitter`` for its training
         # steps (never in validation or evaluation)
         self.weight_noise = float(hypers["training_weight_noise"])
-        self.noisy = frames != "structure" and self.weight_noise > 0.0
+        limit = hypers["training_frames_per_atom"]
+        self.training_frame_limit = 0 if limit is None else int(limit)
+        self.noisy = frames != "structure" and (
+            self.weight_noise > 0.0 or self.training_frame_limit > 0
+        )
         self.jitter = False
 
     def structure_frames(self, graph: EdgeGraph, num_structures: int) -> WeightedFrames:
@@ -163,6 +167,8 @@ class FrameBuilder(torch.nn.Module):
             group, rotations, frame_weights, scores, ranked, num_groups
         )
         if self.training and self.jitter and self.noisy:
+            if self.training_frame_limit > 0:
+                frames = subsampled(frames, self.training_frame_limit, num_groups)
             frames = jitter_weights(frames, self.weight_noise, num_groups)
         return frames
 
@@ -320,6 +326,29 @@ def jitter_weights(
     noise = torch.exp(strength * torch.randn_like(frames.weight))
     weight = normalized(frames.weight * noise, frames.group, num_groups)
     return WeightedFrames(frames.group, frames.rotation, weight, frames.isotropic)
+
+
+def subsampled(frames: WeightedFrames, limit: int, num_groups: int) -> WeightedFrames:
+    """At most ``limit`` frames of each group, drawn uniformly at random without
+    replacement, their weights renormalized per group; the isotropic fallback is
+    always kept. Used in training only: the cost of per-atom frames then stops
+    growing with the frames of dense solids (bcc Mo 160 per atom), and the
+    network learns, as with ``jitter_weights``, to predict nearly the same from
+    any subset of its frames."""
+    n_frames = frames.weight.shape[0]
+    key = torch.rand_like(frames.weight)
+    key = torch.where(frames.isotropic, torch.full_like(key, 2.0), key)
+    # order by group, then by the random key within each group
+    order = torch.argsort(key)
+    order = order[torch.sort(frames.group[order], stable=True).indices]
+    counts = torch.bincount(frames.group, minlength=num_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(frames.group)
+    positions = torch.arange(n_frames, device=frames.group.device)
+    rank[order] = positions - starts[frames.group[order]]
+    kept = selected(frames, (rank < limit) | frames.isotropic)
+    weight = normalized(kept.weight, kept.group, num_groups)
+    return WeightedFrames(kept.group, kept.rotation, weight, kept.isotropic)
 
 
 def normalized(
