@@ -201,6 +201,7 @@ class PETNetwork(torch.nn.Module):
         )
         self.chunk_width = max(self.d_pet, self.d_node, hidden)
         self.chunk_elements = CHUNK_ELEMENTS
+        self.gpu_chunk_factor = GPU_CHUNK_FACTOR
         self.num_blocks = int(hypers["num_gnn_layers"])
         self.angular_order = angular_order(hypers)
         self.feedforward = hypers["featurizer_type"] == "feedforward"
@@ -285,7 +286,7 @@ class PETNetwork(torch.nn.Module):
         rows_per_atom = 1.0
         if views is not None:
             rows_per_atom = float(views.group.shape[0]) / max(n_atoms, 1)
-        elements = self.chunk_elements * (GPU_CHUNK_FACTOR if on_gpu else 1)
+        elements = self.chunk_elements * (self.gpu_chunk_factor if on_gpu else 1)
         budget = elements / (
             max(float(self.chunk_width), rows_per_atom * width) * (max_neighbors + 1)
         )
