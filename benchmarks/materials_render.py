@@ -161,9 +161,12 @@ def main() -> None:
     parser.add_argument("--nve", nargs="*", default=[], help="nve_materials.py JSON")
     parser.add_argument("--notes", help="markdown appended as the page's notes")
     parser.add_argument("-o", "--output", default="docs/benchmarks-materials.md")
+    parser.add_argument(
+        "--title", default="materials (the default path on periodic cells)"
+    )
     args = parser.parse_args()
     lines = [
-        "# Benchmarks: materials (the default path on periodic cells)",
+        f"# Benchmarks: {args.title}",
         "",
         "The default `pet_ecse` (ECSE token frames, trained in) against metatrain's "
         "`pet` with its defaults. Made by `benchmarks/materials_measure.py`, "
