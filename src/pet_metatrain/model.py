@@ -15,7 +15,6 @@ from metatomic.torch import (
     System,
 )
 from metatrain.composition import CompositionModel
-from metatrain.pet.modules.utilities import cutoff_func_bump
 from metatrain.scaler import Scaler
 from metatrain.utils.abc import ModelInterface
 from metatrain.utils.architectures import get_default_hypers
@@ -37,7 +36,6 @@ from .ecse.structure import (
 )
 from .modules.graph import EdgeGraph, systems_to_graph
 from .modules.pet import PETNetwork
-from .modules.switching import cosine_cutoff
 from .modules.views import WeightedFrames, selected
 from .targets import (
     add_shared_blocks,
@@ -70,8 +68,6 @@ class PETECSE(ModelInterface[ModelHypers]):
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
         super().__init__(hypers, dataset_info, self.__default_metadata__)
         self.cutoff = float(hypers["cutoff"])
-        self.cutoff_width = float(hypers["cutoff_width"])
-        self.bump_cutoff = hypers["cutoff_function"] == "Bump"
         self.num_gnn_layers = int(hypers["num_gnn_layers"])
         self.atomic_types = list(dataset_info.atomic_types)
         self.requested_nl = NeighborListOptions(
@@ -380,37 +376,15 @@ class PETECSE(ModelInterface[ModelHypers]):
                     )
         return results
 
-    def _inputs(self, graph: EdgeGraph) -> List[torch.Tensor]:
-        """(geometry, cutoff factors) of the unrotated graph."""
-        geometry = torch.cat([graph.edge_vectors, graph.distances[:, :, None]], dim=-1)
-        if self.bump_cutoff:
-            factors = cutoff_func_bump(
-                graph.distances,
-                torch.tensor(self.cutoff, dtype=graph.distances.dtype),
-                self.cutoff_width,
-            )
-        else:
-            factors = cosine_cutoff(graph.distances, self.cutoff, self.cutoff_width)
-        return [geometry, factors * graph.mask.to(factors.dtype)]
-
     def _plain(self, graph: EdgeGraph, targets: List[str]) -> Dict[str, torch.Tensor]:
-        geometry, factors = self._inputs(graph)
-        return self.network(
-            geometry,
-            factors,
-            graph.species,
-            graph.neighbor_species,
-            graph.reverse,
-            None,
-            targets,
-        )
+        return self.network(self.network.inputs(graph), targets)
 
     def _symmetrized(
         self, graph: EdgeGraph, n_systems: int, targets: List[str]
     ) -> Dict[str, torch.Tensor]:
         """ECSE: average PET over the frames of each atom or structure."""
         if self.per_atom_frames:
-            geometry, factors = self._inputs(graph)
+            inputs = self.network.inputs(graph)
             n_atoms = graph.species.shape[0]
             frames = self.frame_builder(
                 graph.edge_vectors,
@@ -425,16 +399,7 @@ class PETECSE(ModelInterface[ModelHypers]):
             token_views: Optional[WeightedFrames] = None
             if self.frames == "token":
                 block_views, token_views = None, frames
-            return self.network(
-                geometry,
-                factors,
-                graph.species,
-                graph.neighbor_species,
-                graph.reverse,
-                block_views,
-                targets,
-                token_views,
-            )
+            return self.network(inputs, targets, block_views, token_views)
 
         frames = self.frame_builder.structure_frames(graph, n_systems)
         results: Dict[str, torch.Tensor] = {}
@@ -477,7 +442,7 @@ class PETECSE(ModelInterface[ModelHypers]):
     ) -> Dict[str, torch.Tensor]:
         """Add the weighted predictions of whole structures rotated into
         ``frames`` to ``results`` (created if empty), in chunks of frames."""
-        geometry, factors = self._inputs(graph)
+        inputs = self.network.inputs(graph)
         n_atoms = graph.species.shape[0]
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size
@@ -486,25 +451,8 @@ class PETECSE(ModelInterface[ModelHypers]):
         )
         for index in range(len(bounds) - 1):
             chunk = select_frames(frames, bounds[index], bounds[index + 1])
-            copies = rotated_copies(
-                chunk,
-                first_atom,
-                system_size,
-                geometry,
-                factors,
-                graph.species,
-                graph.neighbor_species,
-                graph.reverse,
-            )
-            outputs = self.network(
-                copies.geometry,
-                copies.factors,
-                copies.species,
-                copies.neighbor_species,
-                copies.reverse,
-                None,
-                targets,
-            )
+            copies = rotated_copies(chunk, first_atom, system_size, inputs)
+            outputs = self.network(copies.inputs, targets)
             if len(results) == 0:
                 for name, value in outputs.items():
                     results[name] = value.new_zeros([n_atoms] + list(value.shape[1:]))
