@@ -114,9 +114,17 @@ class Symmetrization(torch.nn.Module):
         targets: List[str],
         vector_targets: List[str],
     ) -> Dict[str, torch.Tensor]:
-        """Per-atom predictions of ``targets`` [n_atoms, ...] (and the network's
-        features, ``llf::`` last-layer features) for ``graph`` of ``n_systems``
-        structures; ``vector_targets`` are the Cartesian ones, which rotate."""
+        """The network's per-atom outputs, symmetrized as this phase asks.
+
+        :param network: the model's network (called, never owned).
+        :param graph: the batch of ``n_systems`` structures, padded per atom
+            ([n_atoms, max_neighbors, ...]).
+        :param targets: the outputs to predict.
+        :param vector_targets: the Cartesian ones among all outputs (rank 1 or 2),
+            rotated back to the lab frame: ``F v``, ``F T F^T``.
+        :return: what the network returns, per atom: every target [n_atoms,
+            *shape], its ``llf::`` last-layer features, ``features``.
+        """
         if self.mode == "per_atom":
             return self._per_atom_frames(network, graph, targets)
         if self.mode == "structure":

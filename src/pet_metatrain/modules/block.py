@@ -45,9 +45,15 @@ class EdgeEmbedding(torch.nn.Module):
         isotropic: Optional[torch.Tensor],
         weight: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        """``geometry`` [n, max_neighbors, 4]; the views (if any) give each
-        view's row ``local`` in ``geometry``, its frame, whether it reads
-        distances only, and its weight (summing to one per row)."""
+        """The edge embedding [n, max_neighbors, d] of ``geometry``.
+
+        :param geometry: (x, y, z, r) of every edge [n, max_neighbors, 4].
+        :param local: the row of ``geometry`` of every view [n_views], or None
+            (no views: the lab frame).
+        :param rotation: every view's frame F_f [n_views, 3, 3] (x' = x @ F_f).
+        :param isotropic: views that read distances only [n_views] (bool).
+        :param weight: the views' weights w_f [n_views], one in sum per row.
+        """
         if local is None:
             return torch.nn.functional.silu(self.linear(geometry))
         assert rotation is not None and isotropic is not None and weight is not None
@@ -136,12 +142,24 @@ class MessagePassingBlock(torch.nn.Module):
         message_table: Optional[torch.Tensor],
         angular: Optional[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
+        """The block's output tokens for n rows (atoms or views of atoms).
 
-        ``node`` is the carried node stream (``carried`` blocks only). The messages
-        come either as a tensor or, where they are rows of an embedding (the first
-        block), as that embedding's weight ``message_table``. ``angular`` is the
-        basis of the attention's angular bias (:func:`angular_basis`), if any."""
+        :param geometry: every edge's geometry g_ij [n, max_neighbors, 4] or its
+            embedding e_ij [n, max_neighbors, d_edge_embedding].
+        :param messages: m_ij [n, max_neighbors, d_pet], or None in the first
+            block, whose messages are rows of an embedding: then
+            ``message_table`` [n_species, d_pet] is that embedding's weight.
+        :param species_index: the centres' embedding rows [n].
+        :param neighbor_index: the neighbours' embedding rows [n, max_neighbors].
+        :param node: the carried node stream [n, d_node] (``carried`` blocks
+            only), else None: the centre's species embedding.
+        :param factors: cutoff factors c_ij [n, max_neighbors], which smooth the
+            attention (the central token's factor is one).
+        :param angular: the attention's angular bias basis [n, order, 1 + K,
+            1 + K] (:func:`~.transformer.angular_basis`), or None.
+        :return: central tokens h_i [n, d_node], edge tokens t'_ij [n,
+            max_neighbors, d_pet].
+        """
         hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
         token = self.token_embedding[2](self.token_embedding[1](hidden))
         if node is None:

@@ -36,7 +36,13 @@ from .block import (
 )
 from .graph import EdgeGraph, NetworkInputs, network_inputs
 from .transformer import angular_basis
-from .views import WeightedFrames, to_lab_frame, token_frames_to_lab, weighted_sum
+from .views import (
+    WeightedFrames,
+    sorted_by_group,
+    to_lab_frame,
+    token_frames_to_lab,
+    weighted_sum,
+)
 
 
 class Rows(NamedTuple):
@@ -191,27 +197,32 @@ class PETNetwork(torch.nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """Per-atom predictions (vectors in the lab frame) and features.
 
-        ``inputs`` holds every edge's (x, y, z, r) [n_atoms, max_neighbors, 4], its
-        cutoff factor (zero for padding), the species and the reverse edges.
-        Returns, per name in ``targets``, the predictions [n_atoms, *shape] and
-        their last-layer features ``"llf::{target}"`` [n_atoms, 2 * n_readout *
-        d_head], plus ``"features"`` [n_atoms, n_blocks * (d_node + d_pet)].
-
         ECSE enters in one of two ways. ``views``: every block runs each atom's
-        transformer in each of its views and averages the output tokens.
-        ``token_views``: only the edge embedding runs in each view (see
-        :class:`EdgeEmbedding`), everything else once per atom; a vector target
-        v' is then read as ``sum_f w_f F_f v'``, a rank-2 one S' as
-        ``sum_f w_f F_f S' F_f^T``.
+        transformer in each of its views and averages the output tokens,
+        ``t_ij = sum_f w_f t_ij^(f)``. ``token_views``: only the edge embedding
+        runs in each view (:class:`~.block.EdgeEmbedding`), everything else once
+        per atom; a vector target v' is then read as ``sum_f w_f F_f v'``, a
+        rank-2 one S' as ``sum_f w_f F_f S' F_f^T``. Atoms go through each block
+        in chunks of about ``chunk_elements`` (memory per tensor stays small, so
+        large systems reuse the allocator's memory).
 
-        Atoms go through each block in chunks of bounded size: memory use per
-        tensor stays small, so large systems reuse the allocator's memory instead
-        of page-faulting fresh mappings on every call.
+        :param inputs: every edge's (x, y, z, r) [n_atoms, max_neighbors, 4], its
+            cutoff factor [n_atoms, max_neighbors] (zero for padding), the
+            species [n_atoms] and [n_atoms, max_neighbors], the reverse edges
+            [n_atoms * max_neighbors].
+        :param targets: the outputs to predict (``add_output`` names).
+        :param views: frames read by every block: group [n_views] (the atom),
+            rotation [n_views, 3, 3], weight [n_views], isotropic [n_views].
+        :param token_views: frames read by the edge embedding only (same
+            shapes); at most one of ``views`` and ``token_views``.
+        :return: per target the predictions [n_atoms, *shape] and their
+            last-layer features ``"llf::{target}"`` [n_atoms, 2 * n_readout *
+            d_head]; ``"features"`` [n_atoms, n_blocks * (d_node + d_pet)].
         """
         if views is not None:
-            views = _sorted_by_atom(views)
+            views = sorted_by_group(views)
         elif token_views is not None:
-            token_views = _sorted_by_atom(token_views)
+            token_views = sorted_by_group(token_views)
         species_index = self.species_index(inputs.species)
         neighbor_index = self.species_index(inputs.neighbor_species)
         messages = self.neighbor_embedding(neighbor_index)
@@ -257,33 +268,16 @@ class PETNetwork(torch.nn.Module):
         chunks: List[Rows] = []
         for index in range(len(bounds) - 1):
             first, last = bounds[index], bounds[index + 1]
-            start, stop = row_bounds[index], row_bounds[index + 1]
+            span = (first, last, row_bounds[index], row_bounds[index + 1])
             if views is None:
-                chunks.append(
-                    self._atom_rows(
-                        inputs,
-                        species_index,
-                        neighbor_index,
-                        token_views,
-                        first,
-                        last,
-                        start,
-                        stop,
-                    )
+                chunk = self._atom_rows(
+                    inputs, species_index, neighbor_index, token_views, span
                 )
             else:
-                chunks.append(
-                    self._view_rows(
-                        inputs,
-                        species_index,
-                        neighbor_index,
-                        views,
-                        first,
-                        last,
-                        start,
-                        stop,
-                    )
+                chunk = self._view_rows(
+                    inputs, species_index, neighbor_index, views, span
                 )
+            chunks.append(chunk)
         return chunks
 
     def _atom_rows(
@@ -292,13 +286,11 @@ class PETNetwork(torch.nn.Module):
         species_index: torch.Tensor,
         neighbor_index: torch.Tensor,
         token_views: Optional[WeightedFrames],
-        first: int,
-        last: int,
-        start: int,
-        stop: int,
+        span: Tuple[int, int, int, int],
     ) -> Rows:
         """Atoms ``first:last`` in the lab frame (slices: no copies), their edge
         embedding averaged over their token views ``start:stop`` if any."""
+        first, last, start, stop = span
         # the angles between edges are invariant: read in the lab frame
         angular: Optional[torch.Tensor] = None
         if self.angular_order > 0:
@@ -335,13 +327,11 @@ class PETNetwork(torch.nn.Module):
         species_index: torch.Tensor,
         neighbor_index: torch.Tensor,
         views: WeightedFrames,
-        first: int,
-        last: int,
-        start: int,
-        stop: int,
+        span: Tuple[int, int, int, int],
     ) -> Rows:
         """Views ``start:stop`` (of atoms ``first:last``), each its atom's
         neighbourhood in the view's frame: (x @ F, r), or (0, r) if isotropic."""
+        first, last, start, stop = span
         rows = views.group[start:stop]
         # the angles between edges are invariant: read in the lab frame
         angular: Optional[torch.Tensor] = None
@@ -576,15 +566,4 @@ def _view_average(
     return (
         weighted_sum(central, local, weight, size),
         weighted_sum(edges, local, weight, size),
-    )
-
-
-def _sorted_by_atom(views: WeightedFrames) -> WeightedFrames:
-    """Frames ordered by atom: the frames of a range of atoms are contiguous."""
-    order = torch.argsort(views.group, stable=True)
-    return WeightedFrames(
-        views.group[order],
-        views.rotation[order],
-        views.weight[order],
-        views.isotropic[order],
     )
