@@ -19,7 +19,18 @@ and told the phase by the trainer (``set_phase``: ``train``, ``validate``,
 
 ``token`` and ``atom`` frames change the function and are trained in; so are
 structure frames with ``during_training: true``; other structure frames run
-in evaluation only.
+in evaluation only. The mode of each phase:
+
+    ====================================  ==============  ==============  =========
+    symmetrization block                  train           validate        evaluate
+    ====================================  ==============  ==============  =========
+    ``method: none``                      plain           plain           plain
+    ``frames: token`` or ``atom``         per_atom (*)    per_atom        per_atom
+    ``frames: structure``, trained in     structure       structure       structure
+    ``frames: structure``, not            plain+fallback  plain+fallback  structure
+    ====================================  ==============  ==============  =========
+
+    (*) frames subsampled and weights jittered (``FrameBuilder.jitter``).
 
 Where a frame is built, weighted and pruned: :class:`~.frames.FrameBuilder`
 (``frames.py``); where it is averaged: here for whole structures (with the
