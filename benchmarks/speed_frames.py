@@ -85,7 +85,7 @@ def count_frames(models: dict, atoms) -> dict:
     pruning, and the builder's CPU ms (per-atom frames, forward)."""
     result = {"after": {}, "before": {}}
     for mode in ECSE_MODES:
-        builder = models[mode].frame_builder
+        builder = models[mode].symmetrization.frame_builder
         graph = graph_of(models[mode], atoms)
         key = mode.removeprefix("ecse-")
         for when, passes in (("after", builder.pruning_passes), ("before", 0)):
@@ -104,7 +104,7 @@ def count_frames(models: dict, atoms) -> dict:
                 builder(*inputs)
 
         result[f"builder ms ({key})"] = common.measure(build, 3, min_time=0.3)["cpu"]
-    builder = models["ecse-structure"].frame_builder
+    builder = models["ecse-structure"].symmetrization.frame_builder
     result["pruning passes"] = builder.pruning_passes
     result["centre preference length"] = builder.centre_preference_length
     result["outer cutoff"] = float(builder.outer_cutoff)

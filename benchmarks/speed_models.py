@@ -265,5 +265,7 @@ def graph_of(model: PETECSE, atoms: ase.Atoms):
 def structure_frame_count(model: PETECSE, atoms: ase.Atoms) -> int:
     """Structure frames of ``atoms`` (``model`` in ``ecse-structure`` mode)."""
     with torch.no_grad():
-        frames = model.frame_builder.structure_frames(graph_of(model, atoms), 1)
+        frames = model.symmetrization.frame_builder.structure_frames(
+            graph_of(model, atoms), 1
+        )
     return int(frames.group.shape[0])

@@ -45,7 +45,7 @@ def profile_call(model, atoms, mode, top=15) -> dict:
     set_mode(model, mode)
     system = torch_system(atoms, model)
     energy_forces(model, system)()
-    builder = model.frame_builder
+    builder = model.symmetrization.frame_builder
     original = builder.forward
 
     def traced(*args, **kwargs):

@@ -47,9 +47,14 @@ def contenders(pet, ecse, paper) -> dict:
     for mode in ("plain", "plain+fallback", "ecse-token", "ecse-atom", LOOP_ADAM_MODE):
         models[mode] = copy.deepcopy(ecse)
         set_mode(models[mode], mode if mode.startswith("ecse") else "plain")
+        if mode == "plain+fallback":
+            # structure frames not trained in: training runs plain PET with
+            # their isotropic fallback
+            block = dict(models[mode].hypers["symmetrization"])
+            block.update(method="ecse", frames="structure", during_training=False)
+            models[mode].set_symmetrization(block)
         # what the trainer asks for in its steps (frame-weight noise included)
         models[mode].set_phase("train")
-        models[mode].train_fallback = mode == "plain+fallback"
     if paper is not None:
         models[PAPER_MODE] = copy.deepcopy(paper)
         set_mode(models[PAPER_MODE], "plain")

@@ -15,7 +15,13 @@ import _pet_metatrain_hook
 _pet_metatrain_hook.install()
 
 # fixtures that run `mtt train`: every test using them is slow
-TRAINING_FIXTURES = {"trained_tiny", "trained", "trained_pet"}
+TRAINING_FIXTURES = {
+    "trained_tiny",
+    "trained",
+    "trained_pet",
+    "wrapped",  # test_wrapper_outputs.py: a pet trained, then symmetrized
+    "pet_ecse_model",  # test_non_conservative.py
+}
 
 
 def pytest_collection_modifyitems(items: list) -> None:

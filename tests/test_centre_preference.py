@@ -27,7 +27,9 @@ def ethanol_cluster() -> ase.Atoms:
 
 def structure_frame_count(model, atoms: ase.Atoms) -> int:
     graph = graph_of(model, atoms)
-    return int(model.frame_builder.structure_frames(graph, 1).group.shape[0])
+    return int(
+        model.symmetrization.frame_builder.structure_frames(graph, 1).group.shape[0]
+    )
 
 
 def test_molecule_keeps_the_frames_of_its_central_atoms():

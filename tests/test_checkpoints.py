@@ -105,7 +105,8 @@ def test_version_4_upgrade_keeps_the_model_and_its_frames(during_training):
     assert "max_frames_per_batch" not in hypers["symmetrization"]
     model = model_from_checkpoint(checkpoint, context="export")
     assert model.network.edge_embedding is None
-    assert model.frames == ("atom" if during_training else "structure")
+    expected = "atom" if during_training else "structure"
+    assert model.symmetrization.frames == expected
 
 
 def test_token_frames_need_the_edge_embedding():
@@ -126,7 +127,7 @@ def test_version_8_upgrade_keeps_training_without_weight_noise():
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
     model = model_from_checkpoint(checkpoint, context="finetune")
     assert model.hypers["symmetrization"]["training_weight_noise"] == 0.0
-    assert model.frame_builder.weight_noise == 0.0
+    assert model.symmetrization.frame_builder.weight_noise == 0.0
 
 
 def test_version_9_upgrade_keeps_training_on_all_frames():
@@ -137,4 +138,4 @@ def test_version_9_upgrade_keeps_training_on_all_frames():
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
     model = model_from_checkpoint(checkpoint, context="finetune")
     assert model.hypers["symmetrization"]["training_frames_per_atom"] is None
-    assert model.frame_builder.training_frame_limit == 0
+    assert model.symmetrization.frame_builder.training_frame_limit == 0

@@ -165,9 +165,9 @@ def test_frames_auto_without_edge_embedding():
     block = ours.hypers["symmetrization"]
     assert block["method"] == "none"
     ours.set_symmetrization({**block, "method": "ecse", "during_training": True})
-    assert ours.frames == "atom"
+    assert ours.symmetrization.frames == "atom"
     ours.set_symmetrization({**block, "method": "ecse", "during_training": False})
-    assert ours.frames == "structure"
+    assert ours.symmetrization.frames == "structure"
     with pytest.raises(ValueError, match="frames: token"):
         ours.set_symmetrization({**block, "method": "ecse", "frames": "token"})
 

@@ -264,9 +264,12 @@ def test_plain_training_blends_the_isotropic_fallback_as_ecse_will():
     exact = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
 
     model.train()
-    model.symmetrize = False  # plain PET alone, for comparison
+    # plain PET alone, for comparison
+    model.set_symmetrization({**symmetrization, "method": "none"})
     plain = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
+    model.set_symmetrization({**symmetrization, "during_training": False})
     model.set_phase("train")
+    assert model.symmetrization.mode == "plain+fallback"
     blended = evaluate(model, [linear, ethanol()], forces=False)["energy"].ravel()
 
     assert blended[0] == pytest.approx(exact[0], rel=1e-12)  # fallback only
@@ -320,7 +323,7 @@ def test_pairs_of_different_species_make_one_frame(pair_order, count):
     symmetrization = {**model.hypers["symmetrization"], "pair_order": pair_order}
     model.set_symmetrization(symmetrization)
     graph = graph_of(model, atoms)
-    frames = model.frame_builder(
+    frames = model.symmetrization.frame_builder(
         graph.edge_vectors,
         graph.distances,
         graph.mask,
@@ -374,7 +377,8 @@ def test_defaults_train_and_export_token_frames_exactly_on_a_periodic_cell():
     """What a newcomer gets: ECSE token frames, trained in, exact on a cell."""
     defaults = get_default_hypers("pet_ecse")["model"]["symmetrization"]
     model = make_model(frames=defaults["frames"])
-    assert model.frames == "token" and model.symmetrize_in_training
+    strategy = model.symmetrization
+    assert strategy.frames == "token" and strategy.trained_in
     energy, force, stress = rotation_errors(model, [periodic_cell()])
     assert energy < 1e-10
     assert force < 1e-9

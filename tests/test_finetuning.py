@@ -172,7 +172,8 @@ def test_mtt_train_finetunes_a_pet_checkpoint_with_ecse(tmp_path):
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=False)
     assert checkpoint["architecture_name"] == "pet_ecse"
     model = model_from_checkpoint(checkpoint, "export")
-    assert model.symmetrize and model.frames == "atom"
+    strategy = model.symmetrization  # evaluation: ECSE on per-atom frames
+    assert strategy.mode == "per_atom" and strategy.frames == "atom"
     assert model.finetune_config["method"] == "heads"
     # heads only: the backbone is pet's
     before = convert_checkpoint(pet.get_checkpoint())["model_state_dict"]

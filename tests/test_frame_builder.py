@@ -30,7 +30,7 @@ def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
     model.set_symmetrization({**model.hypers["symmetrization"], **symmetrization})
     graph = graph_of(model, atoms)
     n_atoms = len(atoms)
-    return model.frame_builder(
+    return model.symmetrization.frame_builder(
         graph.edge_vectors,
         graph.distances,
         graph.mask,
@@ -167,7 +167,7 @@ def test_weight_noise_acts_in_training_only(frames):
     deterministic and exact: the noise never reaches an exported model."""
     atoms = rattled_ethanol()
     model = make_model(frames=frames)
-    assert model.frame_builder.weight_noise == 0.5  # the default
+    assert model.symmetrization.frame_builder.weight_noise == 0.5  # the default
     model.train()
     first, second = (evaluate(model, [atoms])["energy"] for _ in range(2))
     np.testing.assert_array_equal(first, second)
@@ -229,7 +229,7 @@ def inner_cutoffs(frames: str, angles: np.ndarray) -> np.ndarray:
     for angle in angles:
         graph = graph_of(model, bent_neighbourhood(angle))
         values.append(
-            model.frame_builder.inner_cutoffs(
+            model.symmetrization.frame_builder.inner_cutoffs(
                 graph.edge_vectors, graph.distances, graph.mask
             )
         )
@@ -241,8 +241,8 @@ def test_token_frames_inner_cutoff_follows_a_bending_pair_gently():
     a third as fast as with the sharp one (beta 5) while its two nearest
     neighbours bend towards collinear, where frames would switch on within an
     MD step."""
-    assert make_model(frames="token").frame_builder.beta == 1.0
-    assert make_model(frames="atom").frame_builder.beta == 5.0
+    assert make_model(frames="token").symmetrization.frame_builder.beta == 1.0
+    assert make_model(frames="atom").symmetrization.frame_builder.beta == 5.0
     angles = np.linspace(120.0, 170.0, 201)
     soft = np.abs(np.diff(inner_cutoffs("token", angles))).max()
     sharp = np.abs(np.diff(inner_cutoffs("atom", angles))).max()

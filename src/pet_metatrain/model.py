@@ -15,7 +15,6 @@ from metatomic.torch import (
     System,
 )
 from metatrain.composition import CompositionModel
-from metatrain.pet.modules.utilities import cutoff_func_bump
 from metatrain.scaler import Scaler
 from metatrain.utils.abc import ModelInterface
 from metatrain.utils.architectures import get_default_hypers
@@ -27,18 +26,10 @@ from metatrain.utils.sum_over_atoms import sum_over_atoms
 
 from . import checkpoints
 from .documentation import ModelHypers
-from .ecse.frames import FrameBuilder, resolved_frames
 from .ecse.spherical import to_spherical
-from .ecse.structure import (
-    accumulate_copies,
-    copy_chunks,
-    rotated_copies,
-    select_frames,
-)
-from .modules.graph import EdgeGraph, systems_to_graph
+from .ecse.strategy import Symmetrization
+from .modules.graph import systems_to_graph
 from .modules.pet import PETNetwork
-from .modules.switching import cosine_cutoff
-from .modules.views import WeightedFrames, selected
 from .targets import (
     add_shared_blocks,
     feature_map,
@@ -70,8 +61,6 @@ class PETECSE(ModelInterface[ModelHypers]):
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo) -> None:
         super().__init__(hypers, dataset_info, self.__default_metadata__)
         self.cutoff = float(hypers["cutoff"])
-        self.cutoff_width = float(hypers["cutoff_width"])
-        self.bump_cutoff = hypers["cutoff_function"] == "Bump"
         self.num_gnn_layers = int(hypers["num_gnn_layers"])
         self.atomic_types = list(dataset_info.atomic_types)
         self.requested_nl = NeighborListOptions(
@@ -120,42 +109,21 @@ class PETECSE(ModelInterface[ModelHypers]):
         self.finetune_config: Dict[str, Any] = {}
 
     def set_symmetrization(self, symmetrization: Dict[str, Any]) -> None:
-        """Apply a ``symmetrization`` block (it holds no weights, so it can change
-        between training, fine-tuning and export)."""
+        """Apply a ``symmetrization`` block: the strategy that ``forward`` runs
+        (:class:`~pet_metatrain.ecse.strategy.Symmetrization`). It holds no
+        weights, so it can change between training, fine-tuning and export;
+        it starts in the ``evaluate`` phase."""
         self.hypers["symmetrization"] = dict(symmetrization)
-        self.frames = resolved_frames(
-            symmetrization, self.hypers.get("d_edge_embedding") is not None
+        strategy = Symmetrization(
+            symmetrization, self.cutoff, self.hypers.get("d_edge_embedding") is not None
         )
-        if self.frames == "token" and self.hypers.get("d_edge_embedding") is None:
-            raise ValueError(
-                "ECSE `frames: token` needs the edge embedding, and this model has "
-                "none (`d_edge_embedding: null`, or a checkpoint from before it): "
-                "use `frames: atom` (trained in) or `frames: structure`"
-            )
-        # token and atom frames change the function: they are trained in
-        self.symmetrize_in_training = self.frames != "structure" or bool(
-            symmetrization["during_training"]
-        )
-        self.per_atom_frames = self.frames != "structure"
-        self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
-        self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
-        self.frame_builder = FrameBuilder(symmetrization, self.cutoff, self.frames)
-        self.set_phase("evaluate")
+        self.symmetrization = strategy.train(self.training)
 
     def set_phase(self, phase: str) -> None:
         """What the trainer asks for: ``train`` (its training steps), ``validate``
-        or ``evaluate`` (everything else; the default). Training and validation
-        run ECSE only where it is trained in, and otherwise plain PET with the
-        isotropic fallback that structure frames will blend in; training steps
-        also subsample and jitter per-atom frames (``training_frames_per_atom``,
-        ``training_weight_noise``)."""
-        if phase not in ("train", "validate", "evaluate"):
-            raise ValueError(f"unknown phase '{phase}'")
-        ecse = self.hypers["symmetrization"]["method"] == "ecse"
-        fitting = phase != "evaluate"
-        self.symmetrize = ecse and (self.symmetrize_in_training or not fitting)
-        self.train_fallback = fitting and ecse and not self.symmetrize
-        self.frame_builder.jitter = phase == "train"
+        or ``evaluate`` (everything else; the default); see
+        :meth:`~pet_metatrain.ecse.strategy.Symmetrization.set_phase`."""
+        self.symmetrization.set_phase(phase)
 
     def _add_output(self, name: str, target: TargetInfo) -> None:
         if target.is_atomic_basis:
@@ -309,14 +277,9 @@ class PETECSE(ModelInterface[ModelHypers]):
         for name in self.target_names:
             if name in outputs or last_layer_features_name(name) in outputs:
                 targets.extend(self.block_outputs[name])
-        if self.symmetrize:
-            predictions = self._symmetrized(graph, len(systems), targets)
-        else:
-            predictions = self._plain(graph, targets)
-            if self.training and self.train_fallback:
-                predictions = self._with_trained_fallback(
-                    graph, predictions, len(systems), targets
-                )
+        predictions = self.symmetrization(
+            self.network, graph, len(systems), targets, self.vector_targets
+        )
 
         for name in targets:
             if name in self.stress_targets:
@@ -378,137 +341,6 @@ class PETECSE(ModelInterface[ModelHypers]):
                             device=results[name].device, dtype=results[name].dtype
                         ),
                     )
-        return results
-
-    def _inputs(self, graph: EdgeGraph) -> List[torch.Tensor]:
-        """(geometry, cutoff factors) of the unrotated graph."""
-        geometry = torch.cat([graph.edge_vectors, graph.distances[:, :, None]], dim=-1)
-        if self.bump_cutoff:
-            factors = cutoff_func_bump(
-                graph.distances,
-                torch.tensor(self.cutoff, dtype=graph.distances.dtype),
-                self.cutoff_width,
-            )
-        else:
-            factors = cosine_cutoff(graph.distances, self.cutoff, self.cutoff_width)
-        return [geometry, factors * graph.mask.to(factors.dtype)]
-
-    def _plain(self, graph: EdgeGraph, targets: List[str]) -> Dict[str, torch.Tensor]:
-        geometry, factors = self._inputs(graph)
-        return self.network(
-            geometry,
-            factors,
-            graph.species,
-            graph.neighbor_species,
-            graph.reverse,
-            None,
-            targets,
-        )
-
-    def _symmetrized(
-        self, graph: EdgeGraph, n_systems: int, targets: List[str]
-    ) -> Dict[str, torch.Tensor]:
-        """ECSE: average PET over the frames of each atom or structure."""
-        if self.per_atom_frames:
-            geometry, factors = self._inputs(graph)
-            n_atoms = graph.species.shape[0]
-            frames = self.frame_builder(
-                graph.edge_vectors,
-                graph.distances,
-                graph.mask,
-                torch.arange(n_atoms, device=graph.species.device),
-                n_atoms,
-                graph.neighbor_species,
-            )
-            # token frames: the frames reach the edge embedding only
-            block_views: Optional[WeightedFrames] = frames
-            token_views: Optional[WeightedFrames] = None
-            if self.frames == "token":
-                block_views, token_views = None, frames
-            return self.network(
-                geometry,
-                factors,
-                graph.species,
-                graph.neighbor_species,
-                graph.reverse,
-                block_views,
-                targets,
-                token_views,
-            )
-
-        frames = self.frame_builder.structure_frames(graph, n_systems)
-        results: Dict[str, torch.Tensor] = {}
-        return self._add_rotated_copies(graph, frames, n_systems, targets, results)
-
-    def _with_trained_fallback(
-        self,
-        graph: EdgeGraph,
-        predictions: Dict[str, torch.Tensor],
-        n_systems: int,
-        targets: List[str],
-    ) -> Dict[str, torch.Tensor]:
-        """Plain PET, blended with the isotropic fallback exactly as structure-wide
-        ECSE will blend it: the fallback trains in the same run, on the (nearly)
-        collinear structures of the data set where it will carry weight."""
-        frames = self.frame_builder.structure_frames(graph, n_systems)
-        fallback = frames.isotropic
-        if not bool(torch.any(fallback)):
-            return predictions
-        weight = torch.zeros(
-            n_systems, dtype=frames.weight.dtype, device=frames.weight.device
-        ).index_add(0, frames.group[fallback], frames.weight[fallback])
-        keep = 1.0 - weight[graph.system_index]
-        results: Dict[str, torch.Tensor] = {}
-        for name, value in predictions.items():
-            shape = [-1] + [1] * (value.dim() - 1)
-            results[name] = value * keep.to(value.dtype).reshape(shape)
-        only_fallback = selected(frames, fallback)
-        return self._add_rotated_copies(
-            graph, only_fallback, n_systems, targets, results
-        )
-
-    def _add_rotated_copies(
-        self,
-        graph: EdgeGraph,
-        frames: WeightedFrames,
-        n_systems: int,
-        targets: List[str],
-        results: Dict[str, torch.Tensor],
-    ) -> Dict[str, torch.Tensor]:
-        """Add the weighted predictions of whole structures rotated into
-        ``frames`` to ``results`` (created if empty), in chunks of frames."""
-        geometry, factors = self._inputs(graph)
-        n_atoms = graph.species.shape[0]
-        system_size = torch.bincount(graph.system_index, minlength=n_systems)
-        first_atom = torch.cumsum(system_size, 0) - system_size
-        bounds = copy_chunks(
-            frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
-        )
-        for index in range(len(bounds) - 1):
-            chunk = select_frames(frames, bounds[index], bounds[index + 1])
-            copies = rotated_copies(
-                chunk,
-                first_atom,
-                system_size,
-                geometry,
-                factors,
-                graph.species,
-                graph.neighbor_species,
-                graph.reverse,
-            )
-            outputs = self.network(
-                copies.geometry,
-                copies.factors,
-                copies.species,
-                copies.neighbor_species,
-                copies.reverse,
-                None,
-                targets,
-            )
-            if len(results) == 0:
-                for name, value in outputs.items():
-                    results[name] = value.new_zeros([n_atoms] + list(value.shape[1:]))
-            accumulate_copies(results, outputs, copies, chunk, self.vector_targets)
         return results
 
     def _move_labels_to_device(self, device: torch.device) -> None:

@@ -10,33 +10,30 @@ from typing import Dict, List, NamedTuple
 
 import torch
 
+from ..modules.graph import NetworkInputs
 from ..modules.views import WeightedFrames, to_lab_frame, weighted_sum
 
 
 class RotatedCopies(NamedTuple):
-    """Inputs of the network for a stack of rotated structure copies."""
+    """A stack of rotated structure copies: the network's inputs for them, and
+    where each copied atom comes from."""
 
     atom: torch.Tensor  # [n_copied_atoms] original atom of each copied atom
     frame: torch.Tensor  # [n_copied_atoms] frame (copy) it belongs to
-    geometry: torch.Tensor  # [n_copied_atoms, max_neighbors, 4]
-    factors: torch.Tensor
-    species: torch.Tensor
-    neighbor_species: torch.Tensor
-    reverse: torch.Tensor
+    inputs: NetworkInputs  # of n_copied_atoms atoms, edges rotated: x' = x @ F
 
 
 def rotated_copies(
     frames: WeightedFrames,
     first_atom: torch.Tensor,
     system_size: torch.Tensor,
-    geometry: torch.Tensor,
-    factors: torch.Tensor,
-    species: torch.Tensor,
-    neighbor_species: torch.Tensor,
-    reverse: torch.Tensor,
+    inputs: NetworkInputs,
 ) -> RotatedCopies:
     """One copy of structure ``frames.group[f]`` per frame ``f``, rotated by it
-    (distance-only for isotropic frames)."""
+    (distance-only for isotropic frames). ``first_atom`` and ``system_size``
+    [n_systems] locate each structure's atoms in ``inputs`` (the unrotated
+    graph, [n_atoms, max_neighbors, ...])."""
+    geometry = inputs.geometry
     sizes = system_size[frames.group]
     total = int(sizes.sum())
     frame = torch.repeat_interleave(
@@ -57,11 +54,13 @@ def rotated_copies(
     return RotatedCopies(
         atom=atom,
         frame=frame,
-        geometry=torch.cat([xyz, geometry[atom, :, 3:]], dim=-1),
-        factors=factors[atom],
-        species=species[atom],
-        neighbor_species=neighbor_species[atom],
-        reverse=(reverse[slots] + offset).flatten(),
+        inputs=NetworkInputs(
+            geometry=torch.cat([xyz, geometry[atom, :, 3:]], dim=-1),
+            factors=inputs.factors[atom],
+            species=inputs.species[atom],
+            neighbor_species=inputs.neighbor_species[atom],
+            reverse=(inputs.reverse[slots] + offset).flatten(),
+        ),
     )
 
 

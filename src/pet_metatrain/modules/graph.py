@@ -2,7 +2,9 @@
 
 PET's tokens are directed edges grouped by their centre atom, so the flat neighbour
 list is reshaped into ``[n_atoms, max_neighbors]`` arrays, and every directed edge
-(i -> j) learns the index of its reverse edge (j -> i) for message exchange.
+(i -> j) learns the index of its reverse edge (j -> i) for message exchange:
+systems -> :class:`EdgeGraph` (:func:`systems_to_graph`) -> :class:`NetworkInputs`
+(:func:`network_inputs`), what :class:`~pet_metatrain.modules.pet.PETNetwork` reads.
 """
 
 from typing import List, NamedTuple
@@ -10,6 +12,9 @@ from typing import List, NamedTuple
 import torch
 from metatensor.torch import Labels
 from metatomic.torch import NeighborListOptions, System
+from metatrain.pet.modules.utilities import cutoff_func_bump
+
+from .switching import cosine_cutoff
 
 
 class EdgeGraph(NamedTuple):
@@ -25,6 +30,41 @@ class EdgeGraph(NamedTuple):
     samples: Labels  # ("system", "atom") of every atom
     positions: torch.Tensor  # [n_atoms, 3]
     periodic: torch.Tensor  # [n_systems] bool, periodic in any direction
+
+
+class NetworkInputs(NamedTuple):
+    """What the network reads of every centre atom i and its neighbours j (the
+    unrotated graph, or rotated copies of structures: ecse/structure.py)."""
+
+    geometry: torch.Tensor  # [n_atoms, max_neighbors, 4]: (x_ij, y_ij, z_ij, r_ij)
+    factors: torch.Tensor  # [n_atoms, max_neighbors]: c(r_ij), zero where padded
+    species: torch.Tensor  # [n_atoms] atomic numbers of the centres
+    neighbor_species: torch.Tensor  # [n_atoms, max_neighbors] atomic numbers
+    reverse: torch.Tensor  # [n_atoms * max_neighbors] flat index of edge j -> i
+
+
+def network_inputs(
+    graph: EdgeGraph, cutoff: float, width: float, bump: bool
+) -> NetworkInputs:
+    """The network's inputs for ``graph``: ``geometry = (r_ij, |r_ij|)`` and the
+    cutoff factors ``c(r_ij)`` times the mask, ``c`` the bump (``bump``) or
+    cosine switch from ``cutoff - width`` to ``cutoff``."""
+    geometry = torch.cat([graph.edge_vectors, graph.distances[:, :, None]], dim=-1)
+    if bump:
+        factors = cutoff_func_bump(
+            graph.distances,
+            torch.tensor(cutoff, dtype=graph.distances.dtype),
+            width,
+        )
+    else:
+        factors = cosine_cutoff(graph.distances, cutoff, width)
+    return NetworkInputs(
+        geometry,
+        factors * graph.mask.to(factors.dtype),
+        graph.species,
+        graph.neighbor_species,
+        graph.reverse,
+    )
 
 
 def systems_to_graph(systems: List[System], options: NeighborListOptions) -> EdgeGraph:

@@ -6,183 +6,60 @@ views, through distances only). Plain PET uses one unrotated view per atom. ECSE
 (:mod:`pet_metatrain.ecse`) supplies several weighted views per atom; the network
 then averages each block's output tokens over an atom's views, which makes the
 exchanged messages, and so the whole model, exactly rotation invariant.
+
+:meth:`PETNetwork.forward` runs in three steps:
+
+1. gather (:meth:`PETNetwork._gather`): the rows every block runs on, in chunks
+   of atoms: one row per atom, or one per view (the atom's neighbourhood rotated
+   into the view's frame, x' = x @ F);
+2. blocks (:meth:`PETNetwork._run_blocks`): every block on every chunk, its output
+   tokens averaged over each atom's views, ``t_ij = sum_f w_f t_ij^(f)``, then
+   the message exchange with the reverse edge, ``m_ij <- (m_ij + t_ji) / 2``
+   (``residual``) or ``m_ij <- m_ij + t_ij + MLP([t_ij, t_ji])`` (``feedforward``);
+3. read-out (:meth:`PETNetwork._read_out`): ``y_i = W [heads of every block] + b``
+   per target, Cartesian targets rotated back to the lab frame and averaged over
+   the views, ``v_i = sum_f w_f F_f v_i^(f)`` (:mod:`~pet_metatrain.modules.views`).
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .transformer import Transformer, angular_basis
-from .views import WeightedFrames, to_lab_frame, token_frames_to_lab, weighted_sum
+from .block import (
+    EdgeEmbedding,
+    MessagePassingBlock,
+    angular_order,
+    combination,
+    mlp,
+    node_width,
+    rotated_geometry,
+)
+from .graph import EdgeGraph, NetworkInputs, network_inputs
+from .transformer import angular_basis
+from .views import (
+    WeightedFrames,
+    sorted_by_group,
+    to_lab_frame,
+    token_frames_to_lab,
+    weighted_sum,
+)
 
 
-class EdgeEmbedding(torch.nn.Module):
-    """A nonlinear embedding of every edge's (x, y, z, r), shared by all blocks,
-    optionally averaged over the views of the edge's centre atom.
+class Rows(NamedTuple):
+    """One chunk of the rows a block runs on: atoms ``first:last`` (one row each,
+    plain PET and token frames) or their views ``start:stop`` (rotated into each
+    view's frame); without views ``start:stop`` is ``first:last``."""
 
-    ``e_ij = sum_f w_f SiLU(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]: the
-    only part of the network that reads directions, evaluated in every
-    co-rotating frame F_f of atom i and averaged, so that the blocks that read
-    ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
-    views it is the same map in the lab frame (F = identity).
-    """
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(4, width)
-
-    def forward(
-        self,
-        geometry: torch.Tensor,
-        local: Optional[torch.Tensor],
-        rotation: Optional[torch.Tensor],
-        isotropic: Optional[torch.Tensor],
-        weight: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """``geometry`` [n, max_neighbors, 4]; the views (if any) give each
-        view's row ``local`` in ``geometry``, its frame, whether it reads
-        distances only, and its weight (summing to one per row)."""
-        if local is None:
-            return torch.nn.functional.silu(self.linear(geometry))
-        assert rotation is not None and isotropic is not None and weight is not None
-        per_view = self.linear(_rotated_geometry(geometry, local, rotation, isotropic))
-        return weighted_sum(
-            torch.nn.functional.silu(per_view), local, weight, geometry.shape[0]
-        )
-
-
-def node_width(hypers: Dict) -> int:
-    """``d_node``, which defaults to ``d_pet`` (the paper's single width)."""
-    d_node = hypers.get("d_node")
-    return int(hypers["d_pet"] if d_node is None else d_node)
-
-
-def angular_order(hypers: Dict) -> int:
-    """Degree of the attention's angular bias, 0 (none) in models without it."""
-    return int(hypers.get("angular_bias_order") or 0)
-
-
-def _mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Linear(d_in, d_hidden),
-        torch.nn.SiLU(),
-        torch.nn.Linear(d_hidden, d_hidden),
-        torch.nn.SiLU(),
-    )
-
-
-class MessagePassingBlock(torch.nn.Module):
-    """One PET block: edge-token embedding, transformer, per-target readout heads.
-
-    ``carried`` blocks (after the first, ``featurizer_type: feedforward``) take the
-    previous block's node stream instead of a species embedding of the centre, and
-    re-embed the neighbour's species next to the message.
-    """
-
-    # a compile-time constant for TorchScript: only one branch reads the
-    # neighbour embedding, which non-carried blocks lack
-    carried: torch.jit.Final[bool]
-
-    def __init__(self, hypers: Dict, num_species: int, carried: bool) -> None:
-        super().__init__()
-        d_pet = hypers["d_pet"]
-        d_node = node_width(hypers)
-        self.carried = carried
-        # (x, y, z, r), or the shared edge embedding where the model has one
-        d_edge = hypers.get("d_edge_embedding")
-        self.geometry_embedding = torch.nn.Linear(
-            4 if d_edge is None else int(d_edge), d_pet
-        )
-        self.token_embedding = torch.nn.Sequential(
-            torch.nn.Linear((3 if carried else 2) * d_pet, d_pet),
-            torch.nn.SiLU(),
-            torch.nn.Linear(d_pet, d_pet),
-        )
-        # a carried block embeds the neighbour's species, others the centre's
-        self.central_embedding: torch.nn.Module = torch.nn.Identity()
-        self.neighbor_embedding: torch.nn.Module = torch.nn.Identity()
-        if carried:
-            self.neighbor_embedding = torch.nn.Embedding(num_species, d_pet)
-        else:
-            self.central_embedding = torch.nn.Embedding(num_species, d_node)
-        self.transformer = Transformer(
-            d_pet,
-            hypers["num_heads"],
-            hypers["d_feedforward"],
-            hypers["num_attention_layers"],
-            d_node,
-            hypers["transformer_type"] == "PreLN",
-            hypers["activation"] == "SwiGLU",
-            getattr(torch.nn, hypers["normalization"]),
-            angular_order(hypers),
-        )
-        self.central_heads = torch.nn.ModuleDict({})
-        self.bond_heads = torch.nn.ModuleDict({})
-
-    def forward(
-        self,
-        geometry: torch.Tensor,
-        messages: Optional[torch.Tensor],
-        species_index: torch.Tensor,
-        neighbor_index: torch.Tensor,
-        node: Optional[torch.Tensor],
-        factors: torch.Tensor,
-        message_table: Optional[torch.Tensor],
-        angular: Optional[torch.Tensor],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Output central tokens [n, d_node] and edge tokens [n, max_neighbors, d].
-
-        ``node`` is the carried node stream (``carried`` blocks only). The messages
-        come either as a tensor or, where they are rows of an embedding (the first
-        block), as that embedding's weight ``message_table``. ``angular`` is the
-        basis of the attention's angular bias (:func:`angular_basis`), if any."""
-        hidden = self._token_inputs(geometry, messages, neighbor_index, message_table)
-        token = self.token_embedding[2](self.token_embedding[1](hidden))
-        if node is None:
-            node = self.central_embedding(species_index)
-        ones = torch.ones(
-            factors.shape[0], 1, dtype=factors.dtype, device=factors.device
-        )
-        return self.transformer(node, token, torch.cat([ones, factors], dim=1), angular)
-
-    def _token_inputs(
-        self,
-        geometry: torch.Tensor,
-        messages: Optional[torch.Tensor],
-        neighbor_index: torch.Tensor,
-        message_table: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """The token embedding's first layer, applied to [geometry embedding,
-        (neighbour embedding), messages] without forming the concatenation:
-        linear maps of linear maps and of embedding rows fold into small weights
-        and per-species tables, which saves most of the per-edge products."""
-        d_pet = self.geometry_embedding.weight.shape[0]
-        first_layer = self.token_embedding[0]
-        weight = first_layer.weight
-        geometry_weight = weight[:, :d_pet]
-        hidden = torch.nn.functional.linear(
-            geometry,
-            geometry_weight @ self.geometry_embedding.weight,
-            geometry_weight @ self.geometry_embedding.bias + first_layer.bias,
-        )
-        if self.carried:
-            species_weight = weight[:, d_pet : 2 * d_pet]
-            table = self.neighbor_embedding.weight @ species_weight.T
-            hidden = hidden + table[neighbor_index]
-        message_weight = weight[:, -d_pet:]
-        if messages is not None:
-            return hidden + torch.nn.functional.linear(messages, message_weight)
-        assert message_table is not None
-        return hidden + (message_table @ message_weight.T)[neighbor_index]
-
-
-def _combination(d_pet: int) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.LayerNorm(2 * d_pet),
-        torch.nn.Linear(2 * d_pet, 2 * d_pet),
-        torch.nn.SiLU(),
-        torch.nn.Linear(2 * d_pet, d_pet),
-    )
+    atoms: torch.Tensor  # [n_rows] the atom of every row
+    geometry: torch.Tensor  # [n_rows, max_neighbors, d_edge] (x', y', z', r) or e_ij
+    factors: torch.Tensor  # [n_rows, max_neighbors] cutoff factors c_ij
+    species: torch.Tensor  # [n_rows] embedding rows of the centre species
+    neighbors: torch.Tensor  # [n_rows, max_neighbors] ... of the neighbours'
+    angular: Optional[torch.Tensor]  # [n_rows, order, 1 + K, 1 + K] or None
+    first: int
+    last: int
+    start: int
+    stop: int
 
 
 class PETNetwork(torch.nn.Module):
@@ -194,6 +71,10 @@ class PETNetwork(torch.nn.Module):
         self.d_pet = int(hypers["d_pet"])
         self.d_node = node_width(hypers)
         self.d_head = int(hypers["d_head"])
+        # the cutoff function of the inputs (see network_inputs)
+        self.cutoff = float(hypers["cutoff"])
+        self.cutoff_width = float(hypers["cutoff_width"])
+        self.bump_cutoff = hypers["cutoff_function"] == "Bump"
         # widest per-token activation of a chunk: the feed-forward hidden layer
         # (doubled by SwiGLU's gate), or a token stream
         hidden = int(hypers["d_feedforward"]) * (
@@ -226,7 +107,7 @@ class PETNetwork(torch.nn.Module):
         # after every block (the last one's feeds the bond heads)
         self.combinations = torch.nn.ModuleList(
             [
-                _combination(self.d_pet)
+                combination(self.d_pet)
                 for _ in range(self.num_blocks if self.feedforward else 0)
             ]
         )
@@ -243,8 +124,8 @@ class PETNetwork(torch.nn.Module):
         """Register heads for a target whose per-atom values have ``shape``."""
         readout = self.blocks[-1:] if self.feedforward else self.blocks
         for block in readout:
-            block.central_heads[name] = _mlp(self.d_node, self.d_head)
-            block.bond_heads[name] = _mlp(self.d_pet, self.d_head)
+            block.central_heads[name] = mlp(self.d_node, self.d_head)
+            block.bond_heads[name] = mlp(self.d_pet, self.d_head)
         size = 1
         for dim in shape:
             size *= dim
@@ -306,49 +187,82 @@ class PETNetwork(torch.nn.Module):
         row_bounds.append(views.group.shape[0])
         return bounds, row_bounds
 
+    @torch.jit.export
+    def inputs(self, graph: EdgeGraph) -> NetworkInputs:
+        """The inputs of this network for ``graph``, with its cutoff function."""
+        return network_inputs(graph, self.cutoff, self.cutoff_width, self.bump_cutoff)
+
     def forward(
         self,
-        geometry: torch.Tensor,
-        factors: torch.Tensor,
-        species: torch.Tensor,
-        neighbor_species: torch.Tensor,
-        reverse: torch.Tensor,
-        views: Optional[WeightedFrames],
+        inputs: NetworkInputs,
         targets: List[str],
+        views: Optional[WeightedFrames] = None,
         token_views: Optional[WeightedFrames] = None,
     ) -> Dict[str, torch.Tensor]:
         """Per-atom predictions (vectors in the lab frame) and features.
 
-        ``geometry`` [n_atoms, max_neighbors, 4] holds (x, y, z, r) of every edge,
-        ``factors`` the cutoff factors (zero for padding), ``reverse`` the flat index
-        of every edge's reverse. Returns one entry per target, plus ``"features"``
-        and ``"llf::{target}"`` (last-layer features).
-
         ECSE enters in one of two ways. ``views``: every block runs each atom's
-        transformer in each of its views and averages the output tokens.
-        ``token_views``: only the edge embedding runs in each view (see
-        :class:`EdgeEmbedding`), everything else once per atom; a vector target
-        v' is then read as ``sum_f w_f F_f v'``, a rank-2 one S' as
-        ``sum_f w_f F_f S' F_f^T``.
+        transformer in each of its views and averages the output tokens,
+        ``t_ij = sum_f w_f t_ij^(f)``. ``token_views``: only the edge embedding
+        runs in each view (:class:`~.block.EdgeEmbedding`), everything else once
+        per atom; a vector target v' is then read as ``sum_f w_f F_f v'``, a
+        rank-2 one S' as ``sum_f w_f F_f S' F_f^T``. Atoms go through each block
+        in chunks of about ``chunk_elements`` (memory per tensor stays small, so
+        large systems reuse the allocator's memory).
 
-        Atoms go through each block in chunks of bounded size: memory use per
-        tensor stays small, so large systems reuse the allocator's memory instead
-        of page-faulting fresh mappings on every call.
+        :param inputs: every edge's (x, y, z, r) [n_atoms, max_neighbors, 4], its
+            cutoff factor [n_atoms, max_neighbors] (zero for padding), the
+            species [n_atoms] and [n_atoms, max_neighbors], the reverse edges
+            [n_atoms * max_neighbors].
+        :param targets: the outputs to predict (``add_output`` names).
+        :param views: frames read by every block: group [n_views] (the atom),
+            rotation [n_views, 3, 3], weight [n_views], isotropic [n_views].
+        :param token_views: frames read by the edge embedding only (same
+            shapes); at most one of ``views`` and ``token_views``.
+        :return: per target the predictions [n_atoms, *shape] and their
+            last-layer features ``"llf::{target}"`` [n_atoms, 2 * n_readout *
+            d_head]; ``"features"`` [n_atoms, n_blocks * (d_node + d_pet)].
         """
-        n_atoms, max_neighbors = factors.shape
-        on_gpu = factors.is_cuda
-        species_index = self.species_index(species)
-        neighbor_index = self.species_index(neighbor_species)
-        messages = self.neighbor_embedding(neighbor_index)
-        # the node stream exists from the first block's output on
-        nodes: Optional[torch.Tensor] = None
         if views is not None:
-            views = _sorted_by_atom(views)
+            views = sorted_by_group(views)
+        elif token_views is not None:
+            token_views = sorted_by_group(token_views)
+        species_index = self.species_index(inputs.species)
+        neighbor_index = self.species_index(inputs.neighbor_species)
+        messages = self.neighbor_embedding(neighbor_index)
+        chunks = self._gather(inputs, species_index, neighbor_index, views, token_views)
+        head_features, features, messages = self._run_blocks(
+            chunks, messages, inputs.factors, inputs.reverse, views, targets
+        )
+        return self._read_out(
+            head_features,
+            features,
+            messages,
+            inputs.factors,
+            views,
+            token_views,
+            targets,
+        )
+
+    def _gather(
+        self,
+        inputs: NetworkInputs,
+        species_index: torch.Tensor,
+        neighbor_index: torch.Tensor,
+        views: Optional[WeightedFrames],
+        token_views: Optional[WeightedFrames],
+    ) -> List[Rows]:
+        """Each chunk's rows, built once and shared by all blocks (only the
+        messages change between blocks). ``species_index`` [n_atoms] and
+        ``neighbor_index`` [n_atoms, max_neighbors] are embedding rows; the
+        views (if any) are sorted by atom."""
+        n_atoms, max_neighbors = inputs.factors.shape
+        on_gpu = inputs.factors.is_cuda
+        if views is not None:
             bounds, row_bounds = self._chunk_bounds(
                 n_atoms, max_neighbors, views, self.chunk_width, on_gpu
             )
         elif token_views is not None:
-            token_views = _sorted_by_atom(token_views)
             bounds, row_bounds = self._chunk_bounds(
                 n_atoms, max_neighbors, token_views, self.d_edge, on_gpu
             )
@@ -356,80 +270,121 @@ class PETNetwork(torch.nn.Module):
             bounds, row_bounds = self._chunk_bounds(
                 n_atoms, max_neighbors, None, self.chunk_width, on_gpu
             )
-        # each chunk's rows (atoms, or views rotated into their frames) are built
-        # once and shared by all blocks; only the messages change between blocks
-        chunks: List[
-            Tuple[
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                torch.Tensor,
-                Optional[torch.Tensor],
-            ]
-        ] = []
+        chunks: List[Rows] = []
         for index in range(len(bounds) - 1):
-            start, stop = row_bounds[index], row_bounds[index + 1]
             first, last = bounds[index], bounds[index + 1]
-            # the angles between edges are invariant: read in the lab frame
-            angular: Optional[torch.Tensor] = None
-            if self.angular_order > 0:
-                lab_geometry = (
-                    geometry[first:last]
-                    if views is None
-                    else geometry[views.group[start:stop]]
-                )
-                angular = angular_basis(lab_geometry, self.angular_order)
+            span = (first, last, row_bounds[index], row_bounds[index + 1])
             if views is None:
-                # slices are views of the inputs: no copies
-                rows = torch.arange(first, last, device=factors.device)
-                row_geometry = geometry[first:last]
-                if self.edge_embedding is not None:
-                    if token_views is None:
-                        row_geometry = self.edge_embedding(
-                            row_geometry, None, None, None, None
-                        )
-                    else:
-                        row_geometry = self.edge_embedding(
-                            row_geometry,
-                            token_views.group[start:stop] - first,
-                            token_views.rotation[start:stop],
-                            token_views.isotropic[start:stop],
-                            token_views.weight[start:stop],
-                        )
-                chunks.append(
-                    (
-                        rows,
-                        row_geometry,
-                        factors[first:last],
-                        species_index[first:last],
-                        neighbor_index[first:last],
-                        angular,
-                    )
+                chunk = self._atom_rows(
+                    inputs, species_index, neighbor_index, token_views, span
                 )
             else:
-                rows = views.group[start:stop]
-                row_geometry = _rotated_geometry(
-                    geometry,
-                    rows,
-                    views.rotation[start:stop],
-                    views.isotropic[start:stop],
+                chunk = self._view_rows(
+                    inputs, species_index, neighbor_index, views, span
                 )
-                if self.edge_embedding is not None:
-                    row_geometry = self.edge_embedding(
-                        row_geometry, None, None, None, None
-                    )
-                chunks.append(
-                    (
-                        rows,
-                        row_geometry,
-                        factors[rows],
-                        species_index[rows],
-                        neighbor_index[rows],
-                        angular,
-                    )
-                )
+            chunks.append(chunk)
+        return chunks
 
+    def _atom_rows(
+        self,
+        inputs: NetworkInputs,
+        species_index: torch.Tensor,
+        neighbor_index: torch.Tensor,
+        token_views: Optional[WeightedFrames],
+        span: Tuple[int, int, int, int],
+    ) -> Rows:
+        """Atoms ``first:last`` in the lab frame (slices: no copies), their edge
+        embedding averaged over their token views ``start:stop`` if any."""
+        first, last, start, stop = span
+        # the angles between edges are invariant: read in the lab frame
+        angular: Optional[torch.Tensor] = None
+        if self.angular_order > 0:
+            angular = angular_basis(inputs.geometry[first:last], self.angular_order)
+        rows = torch.arange(first, last, device=inputs.factors.device)
+        geometry = inputs.geometry[first:last]
+        if self.edge_embedding is not None:
+            if token_views is None:
+                geometry = self.edge_embedding(geometry, None, None, None, None)
+            else:
+                geometry = self.edge_embedding(
+                    geometry,
+                    token_views.group[start:stop] - first,
+                    token_views.rotation[start:stop],
+                    token_views.isotropic[start:stop],
+                    token_views.weight[start:stop],
+                )
+        return Rows(
+            rows,
+            geometry,
+            inputs.factors[first:last],
+            species_index[first:last],
+            neighbor_index[first:last],
+            angular,
+            first,
+            last,
+            start,
+            stop,
+        )
+
+    def _view_rows(
+        self,
+        inputs: NetworkInputs,
+        species_index: torch.Tensor,
+        neighbor_index: torch.Tensor,
+        views: WeightedFrames,
+        span: Tuple[int, int, int, int],
+    ) -> Rows:
+        """Views ``start:stop`` (of atoms ``first:last``), each its atom's
+        neighbourhood in the view's frame: (x @ F, r), or (0, r) if isotropic."""
+        first, last, start, stop = span
+        rows = views.group[start:stop]
+        # the angles between edges are invariant: read in the lab frame
+        angular: Optional[torch.Tensor] = None
+        if self.angular_order > 0:
+            angular = angular_basis(inputs.geometry[rows], self.angular_order)
+        geometry = rotated_geometry(
+            inputs.geometry,
+            rows,
+            views.rotation[start:stop],
+            views.isotropic[start:stop],
+        )
+        if self.edge_embedding is not None:
+            geometry = self.edge_embedding(geometry, None, None, None, None)
+        return Rows(
+            rows,
+            geometry,
+            inputs.factors[rows],
+            species_index[rows],
+            neighbor_index[rows],
+            angular,
+            first,
+            last,
+            start,
+            stop,
+        )
+
+    def _run_blocks(
+        self,
+        chunks: List[Rows],
+        messages: torch.Tensor,
+        factors: torch.Tensor,
+        reverse: torch.Tensor,
+        views: Optional[WeightedFrames],
+        targets: List[str],
+    ) -> Tuple[Dict[str, List[torch.Tensor]], List[torch.Tensor], torch.Tensor]:
+        """Every block on every chunk of rows; a block's output tokens are
+        averaged over each atom's views, ``h_i = sum_f w_f h_i^(f)``, before the
+        message exchange. ``messages`` [n_atoms, max_neighbors, d_pet] are the
+        first block's messages (the neighbour species' embedding), ``factors``
+        [n_atoms, max_neighbors] the cutoff factors.
+
+        Returns the head features of every target (one [n_rows, d_head] per
+        head, rows as in ``chunks``), the features of every block (node stream
+        [n_atoms, d_node] and ``sum_j c_ij t_ij`` [n_atoms, d_pet]) and the
+        final messages."""
+        # the node stream exists from the first block's output on
+        nodes: Optional[torch.Tensor] = None
+        lab = views is None
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
         # the first block's messages are embedding rows (see _token_inputs)
@@ -439,28 +394,24 @@ class PETNetwork(torch.nn.Module):
             bond_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
             centrals: List[torch.Tensor] = []
             edges: List[torch.Tensor] = []
-            for index, chunk in enumerate(chunks):
-                rows, row_geometry, row_factors, row_species, row_neighbors = chunk[:5]
-                first, last = bounds[index], bounds[index + 1]
+            for chunk in chunks:
                 # gather only what the block reads: the first block reads the
                 # message table instead, non-carried blocks no node stream
                 row_messages: Optional[torch.Tensor] = None
                 row_nodes: Optional[torch.Tensor] = None
                 if message_table is None:
-                    row_messages = (
-                        messages[first:last] if views is None else messages[rows]
-                    )
+                    row_messages = _rows_of(messages, chunk, lab)
                 if block.carried and nodes is not None:
-                    row_nodes = nodes[first:last] if views is None else nodes[rows]
+                    row_nodes = _rows_of(nodes, chunk, lab)
                 central, edge_tokens = block(
-                    row_geometry,
+                    chunk.geometry,
                     row_messages,
-                    row_species,
-                    row_neighbors,
+                    chunk.species,
+                    chunk.neighbors,
                     row_nodes,
-                    row_factors,
+                    chunk.factors,
                     message_table,
-                    chunk[5],
+                    chunk.angular,
                 )
                 # TorchScript indexes ModuleDicts only by literal keys: iterate
                 for name, central_head in block.central_heads.items():
@@ -468,13 +419,12 @@ class PETNetwork(torch.nn.Module):
                         central_heads[name].append(central_head(central))
                 for name, bond_head in block.bond_heads.items():
                     if name in bond_heads and not self.feedforward:
-                        bonds = bond_head(edge_tokens) * row_factors[:, :, None]
+                        bonds = bond_head(edge_tokens) * chunk.factors[:, :, None]
                         bond_heads[name].append(bonds.sum(dim=1))
                 if views is not None:
-                    local = rows - first
-                    weight = views.weight[row_bounds[index] : row_bounds[index + 1]]
-                    central = weighted_sum(central, local, weight, last - first)
-                    edge_tokens = weighted_sum(edge_tokens, local, weight, last - first)
+                    central, edge_tokens = _view_average(
+                        central, edge_tokens, chunk, views
+                    )
                 centrals.append(central)
                 edges.append(edge_tokens)
             for name in targets:
@@ -488,17 +438,50 @@ class PETNetwork(torch.nn.Module):
             edge_tokens = _joined(edges)
             features.append(node_stream)
             features.append((edge_tokens * factors[:, :, None]).sum(dim=1))
-            reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
-                reverse
-            ].reshape(messages.shape)
-            if not self.feedforward:
-                messages = 0.5 * (messages + reverse_tokens)
-            else:
-                for k, combination in enumerate(self.combinations):
-                    if k == block_index:
-                        pair = torch.cat([edge_tokens, reverse_tokens], dim=-1)
-                        messages = messages + edge_tokens + combination(pair)
+            messages = self._exchange(messages, edge_tokens, reverse, block_index)
+        return head_features, features, messages
 
+    def _exchange(
+        self,
+        messages: torch.Tensor,
+        edge_tokens: torch.Tensor,
+        reverse: torch.Tensor,
+        block_index: int,
+    ) -> torch.Tensor:
+        """The next block's messages [n_atoms, max_neighbors, d_pet] from this
+        block's edge tokens t_ij and those of the reverse edges t_ji:
+        ``(m_ij + t_ji) / 2`` (residual featurizer), ``m_ij + t_ij +
+        MLP_k([t_ij, t_ji])`` (feedforward, k = ``block_index``)."""
+        n_atoms, max_neighbors = messages.shape[0], messages.shape[1]
+        reverse_tokens = edge_tokens.reshape(n_atoms * max_neighbors, self.d_pet)[
+            reverse
+        ].reshape(messages.shape)
+        if not self.feedforward:
+            return 0.5 * (messages + reverse_tokens)
+        for k, combination_mlp in enumerate(self.combinations):
+            if k == block_index:
+                pair = torch.cat([edge_tokens, reverse_tokens], dim=-1)
+                messages = messages + edge_tokens + combination_mlp(pair)
+        return messages
+
+    def _read_out(
+        self,
+        head_features: Dict[str, List[torch.Tensor]],
+        features: List[torch.Tensor],
+        messages: torch.Tensor,
+        factors: torch.Tensor,
+        views: Optional[WeightedFrames],
+        token_views: Optional[WeightedFrames],
+        targets: List[str],
+    ) -> Dict[str, torch.Tensor]:
+        """Predictions and last-layer features of every target, per atom.
+
+        ``y = W [head features] + b (+ b' sum_j c_ij, converted pet models)``
+        per row, Cartesian targets rotated back to the lab frame, then averaged
+        over each atom's views: ``v_i = sum_f w_f F_f v_i^(f)``, ``S_i = sum_f
+        w_f F_f S_i^(f) F_f^T`` (:func:`to_lab_frame`); token views rotate the
+        one prediction per atom instead (:func:`token_frames_to_lab`)."""
+        n_atoms = factors.shape[0]
         if self.feedforward:
             # the bond heads read the final messages, which are the same in every
             # view (rotation invariant): computed once per atom, shared by its views
@@ -529,7 +512,7 @@ class PETNetwork(torch.nn.Module):
             # sum_f w_f F_f [n_atoms, 3, 3]: co-rotates with the structure
             lab_frames = weighted_sum(
                 token_views.rotation
-                * (~token_views.isotropic).to(geometry.dtype)[:, None, None],
+                * (~token_views.isotropic).to(factors.dtype)[:, None, None],
                 token_views.group,
                 token_views.weight,
                 n_atoms,
@@ -574,25 +557,22 @@ def _joined(chunks: List[torch.Tensor]) -> torch.Tensor:
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
-def _rotated_geometry(
-    geometry: torch.Tensor,
-    atoms: torch.Tensor,
-    rotation: torch.Tensor,
-    isotropic: torch.Tensor,
-) -> torch.Tensor:
-    """(x', y', z', r) [n_views, max_neighbors, 4] of each view's atom in its
-    frame, x' = x @ F; isotropic views read distances only (x' = 0)."""
-    xyz = torch.bmm(geometry[atoms, :, :3], rotation)
-    xyz = xyz * (~isotropic).to(xyz.dtype)[:, None, None]
-    return torch.cat([xyz, geometry[atoms, :, 3:]], dim=-1)
+def _rows_of(values: torch.Tensor, chunk: Rows, lab: bool) -> torch.Tensor:
+    """The rows of per-atom ``values`` [n_atoms, ...] that ``chunk`` reads:
+    a slice (no copy) where rows are atoms (``lab``), else gathered per view."""
+    return values[chunk.first : chunk.last] if lab else values[chunk.atoms]
 
 
-def _sorted_by_atom(views: WeightedFrames) -> WeightedFrames:
-    """Frames ordered by atom: the frames of a range of atoms are contiguous."""
-    order = torch.argsort(views.group, stable=True)
-    return WeightedFrames(
-        views.group[order],
-        views.rotation[order],
-        views.weight[order],
-        views.isotropic[order],
+def _view_average(
+    central: torch.Tensor, edges: torch.Tensor, chunk: Rows, views: WeightedFrames
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``h_i = sum_f w_f h_i^(f)`` over the views f of each atom i of ``chunk``,
+    for the central [n_rows, d_node] and edge tokens [n_rows, max_neighbors,
+    d_pet]: [last - first, ...] each."""
+    local = chunk.atoms - chunk.first
+    weight = views.weight[chunk.start : chunk.stop]
+    size = chunk.last - chunk.first
+    return (
+        weighted_sum(central, local, weight, size),
+        weighted_sum(edges, local, weight, size),
     )

@@ -33,6 +33,17 @@ def selected(frames: WeightedFrames, keep: torch.Tensor) -> WeightedFrames:
     )
 
 
+def sorted_by_group(frames: WeightedFrames) -> WeightedFrames:
+    """The frames ordered by group (stable): each group's frames contiguous."""
+    order = torch.argsort(frames.group, stable=True)
+    return WeightedFrames(
+        frames.group[order],
+        frames.rotation[order],
+        frames.weight[order],
+        frames.isotropic[order],
+    )
+
+
 def to_lab_frame(
     tensors: torch.Tensor, rotation: torch.Tensor, isotropic: torch.Tensor
 ) -> torch.Tensor:
