@@ -4,14 +4,15 @@
 The package has four layers, each importing only from the layers below it, with
 no import running in a circle (``tests/test_layers.py`` checks both):
 
-1. the network, ``modules/``: PET, which knows nothing of ECSE. ``switching.py``
-   (cutoff functions), ``views.py`` (``WeightedFrames``, the one frames type, and
+1. the network, ``modules/``: PET, which knows nothing of ECSE. ``cutoff.py``
+   (PET's cosine cutoff), ``views.py`` (``WeightedFrames``, the one frames type, and
    reading predictions made in frames back in the lab frame), ``graph.py``
    (systems to padded neighbourhoods, and the network's ``NetworkInputs``),
    ``transformer.py``, ``block.py`` (one block, the edge embedding), ``pet.py``
    (``PETNetwork``: gather rows, run the blocks, read out).
 2. the symmetrization, ``ecse/``: ``frames.py`` (where a frame is built,
-   weighted and pruned: ``FrameBuilder``), ``strategy.py`` (``Symmetrization``,
+   weighted and pruned: ``FrameBuilder``), ``switching.py`` (the smooth
+   switching functions of the frames' weights), ``strategy.py`` (``Symmetrization``,
    chosen once from the ``symmetrization`` block: plain, structure frames or
    per-atom frames; where frames are averaged), ``structure.py`` (rotated copies
    of whole structures), ``spherical.py``, ``outputs.py`` and ``wrapper.py``

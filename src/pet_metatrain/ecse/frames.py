@@ -10,8 +10,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from ..modules.graph import EdgeGraph
-from ..modules.switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
 from ..modules.views import WeightedFrames, selected
+from .switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
 
 # frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
 

@@ -14,7 +14,7 @@ from metatensor.torch import Labels
 from metatomic.torch import NeighborListOptions, System
 from metatrain.pet.modules.utilities import cutoff_func_bump
 
-from .switching import cosine_cutoff
+from .cutoff import cosine_cutoff
 
 
 class EdgeGraph(NamedTuple):

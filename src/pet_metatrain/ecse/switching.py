@@ -1,21 +1,14 @@
-"""Smooth switching functions used by PET's cutoff and by ECSE's weights.
+"""ECSE's smooth switching functions: the frames' weights (fc, q, q_lin) and the
+offset of the adaptive inner cutoff's smooth maximum.
 
 All of them are exactly constant outside their window, and their gradients stay
 finite everywhere (no NaN leaks through ``torch.where``).
 """
 
-import math
-
 import torch
 
 # SMAX(a, b) + _SMAX_OFFSET / beta >= max(a, b) (Lambert W0(1/e))
 SMAX_OFFSET = 0.2784645427610738
-
-
-def cosine_cutoff(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
-    """PET's cutoff: 1 below ``cutoff - width``, cosine to 0 at ``cutoff``."""
-    x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
-    return 0.5 * (1.0 + torch.cos(math.pi * x))
 
 
 def _stitch(x: torch.Tensor) -> torch.Tensor:
