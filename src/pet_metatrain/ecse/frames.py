@@ -77,12 +77,12 @@ class FrameBuilder(torch.nn.Module):
         length = hypers["centre_preference_length"]
         self.centre_preference_length = 0.0 if length is None else float(length)
         self.order_by_species = hypers["pair_order"] == "species"
-        # per-atom frames only; the trainer sets ``jitter`` for its training
-        # steps (never in validation or evaluation)
+        # per-atom frames only: random frame subsets and weight noise, in the
+        # trainer's training steps (``jitter``; never in validation or evaluation)
         self.weight_noise = float(hypers["training_weight_noise"])
         limit = hypers["training_frames_per_atom"]
         self.training_frame_limit = 0 if limit is None else int(limit)
-        self.noisy = frames != "structure" and (
+        self.randomized = frames != "structure" and (
             self.weight_noise > 0.0 or self.training_frame_limit > 0
         )
         self.jitter = False
@@ -166,7 +166,7 @@ class FrameBuilder(torch.nn.Module):
         frames = self._prune(
             group, rotations, frame_weights, scores, ranked, num_groups
         )
-        if self.training and self.jitter and self.noisy:
+        if self.training and self.jitter and self.randomized:
             if self.training_frame_limit > 0:
                 frames = subsampled(frames, self.training_frame_limit, num_groups)
             frames = jitter_weights(frames, self.weight_noise, num_groups)

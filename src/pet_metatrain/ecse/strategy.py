@@ -95,7 +95,6 @@ class Symmetrization(torch.nn.Module):
         self.max_atoms_per_pass = int(symmetrization["max_atoms_per_pass"])
         self.max_copied_atoms = int(symmetrization["max_copied_atoms"])
         self.frame_builder = FrameBuilder(symmetrization, cutoff, self.frames)
-        self.phase = "evaluate"
         self.mode = "plain"
         self.set_phase("evaluate")
 
@@ -108,7 +107,6 @@ class Symmetrization(torch.nn.Module):
         ``training_weight_noise``)."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase '{phase}'")
-        self.phase = phase
         if self.method != "ecse":
             self.mode = "plain"
         elif self.trained_in or phase == "evaluate":
@@ -136,27 +134,38 @@ class Symmetrization(torch.nn.Module):
         :return: what the network returns, per atom: every target [n_atoms,
             *shape], its ``llf::`` last-layer features, ``features``.
         """
+        inputs = network.inputs(graph)
         if self.mode == "per_atom":
-            return self._per_atom_frames(network, graph, targets)
+            return self._per_atom_frames(network, inputs, graph, targets)
         if self.mode == "structure":
             frames = self.frame_builder.structure_frames(graph, n_systems)
             results: Dict[str, torch.Tensor] = {}
             return self._add_rotated_copies(
-                network, graph, frames, n_systems, targets, vector_targets, results
+                network,
+                inputs,
+                graph,
+                frames,
+                n_systems,
+                targets,
+                vector_targets,
+                results,
             )
-        predictions = network.forward(network.inputs(graph), targets, None, None)
+        predictions = network.forward(inputs, targets, None, None)
         if self.mode == "plain+fallback" and self.training:
             predictions = self._with_trained_fallback(
-                network, graph, predictions, n_systems, targets, vector_targets
+                network, inputs, graph, predictions, n_systems, targets, vector_targets
             )
         return predictions
 
     def _per_atom_frames(
-        self, network: Network, graph: EdgeGraph, targets: List[str]
+        self,
+        network: Network,
+        inputs: NetworkInputs,
+        graph: EdgeGraph,
+        targets: List[str],
     ) -> Dict[str, torch.Tensor]:
         """ECSE per atom: the frames of every atom's own neighbourhood, averaged
         by the network (in every block, or in the edge embedding only)."""
-        inputs = network.inputs(graph)
         n_atoms = graph.species.shape[0]
         frames = self.frame_builder(
             graph.edge_vectors,
@@ -174,6 +183,7 @@ class Symmetrization(torch.nn.Module):
     def _with_trained_fallback(
         self,
         network: Network,
+        inputs: NetworkInputs,
         graph: EdgeGraph,
         predictions: Dict[str, torch.Tensor],
         n_systems: int,
@@ -201,6 +211,7 @@ class Symmetrization(torch.nn.Module):
         only_fallback = selected(frames, fallback)
         return self._add_rotated_copies(
             network,
+            inputs,
             graph,
             only_fallback,
             n_systems,
@@ -212,6 +223,7 @@ class Symmetrization(torch.nn.Module):
     def _add_rotated_copies(
         self,
         network: Network,
+        inputs: NetworkInputs,
         graph: EdgeGraph,
         frames: WeightedFrames,
         n_systems: int,
@@ -222,8 +234,7 @@ class Symmetrization(torch.nn.Module):
         """Add ``sum_f w_f F_f . Phi(x F_f)_i`` over ``frames`` (grouped by
         structure) to ``results`` [n_atoms, ...] (created if empty), evaluating
         the rotated structure copies in passes of at most ``max_atoms_per_pass``
-        copied atoms."""
-        inputs = network.inputs(graph)
+        copied atoms; ``inputs`` are the network's for the unrotated graph."""
         n_atoms = graph.species.shape[0]
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size
