@@ -16,7 +16,7 @@ from models import (
     rotated,
 )
 
-from pet_metatrain.ecse.structure import copy_chunks
+from pet_metatrain.ecse.structure import frame_chunks
 from pet_metatrain.modules.views import WeightedFrames
 
 # the paper's network, and one in metatrain ``pet``'s layout (node stream carried
@@ -352,7 +352,7 @@ def test_structure_frames_chunk_by_copied_atoms():
         np.testing.assert_allclose(f1, f0, atol=1e-12)
 
 
-def test_copy_chunks_bound_the_atoms_of_a_pass():
+def test_frame_chunks_bound_the_atoms_of_a_pass():
     frames = WeightedFrames(
         group=torch.tensor([0, 0, 1, 1, 1, 2]),
         rotation=torch.eye(3).expand(6, 3, 3),
@@ -361,7 +361,9 @@ def test_copy_chunks_bound_the_atoms_of_a_pass():
     )
     system_size = torch.tensor([5, 8, 30])
     # copies of 5, 5, 8, 8, 8 and 30 atoms; a single copy may exceed the bound
-    assert copy_chunks(frames, system_size, 16, 1000) == [0, 2, 4, 5, 6]
+    chunks = frame_chunks(frames, system_size, 16, 1000)
+    assert [chunk.group.tolist() for chunk in chunks] == [[0, 0], [1, 1], [1], [2]]
+    assert torch.equal(torch.cat([chunk.weight for chunk in chunks]), frames.weight)
 
 
 def test_structure_frames_refuse_before_exhausting_memory():

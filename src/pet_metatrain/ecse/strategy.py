@@ -44,7 +44,7 @@ import torch
 from ..modules.graph import EdgeGraph, NetworkInputs
 from ..modules.views import WeightedFrames, selected
 from .frames import FrameBuilder, resolved_frames
-from .structure import accumulate_copies, copy_chunks, rotated_copies, select_frames
+from .structure import accumulate_copies, frame_chunks, rotated_copies
 
 PHASES = ("train", "validate", "evaluate")
 
@@ -238,11 +238,9 @@ class Symmetrization(torch.nn.Module):
         n_atoms = graph.species.shape[0]
         system_size = torch.bincount(graph.system_index, minlength=n_systems)
         first_atom = torch.cumsum(system_size, 0) - system_size
-        bounds = copy_chunks(
+        for chunk in frame_chunks(
             frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
-        )
-        for index in range(len(bounds) - 1):
-            chunk = select_frames(frames, bounds[index], bounds[index + 1])
+        ):
             copies = rotated_copies(chunk, first_atom, system_size, inputs)
             outputs = network.forward(copies.inputs, targets, None, None)
             if len(results) == 0:

@@ -83,14 +83,17 @@ def accumulate_copies(
         )
 
 
-def copy_chunks(
+def frame_chunks(
     frames: WeightedFrames,
     system_size: torch.Tensor,
     max_atoms_per_pass: int,
     max_copied_atoms: int,
-) -> List[int]:
-    """First frame of every chunk of structure copies, plus the end: each chunk
-    copies at most ``max_atoms_per_pass`` atoms (a single frame may copy more).
+) -> List[WeightedFrames]:
+    """``frames`` [n_frames] (grouped by structure) split into contiguous chunks,
+    in order, each copying at most ``max_atoms_per_pass`` atoms (a single frame
+    may copy more); ``system_size`` [n_systems] counts each structure's atoms.
+    Every chunk is a ``WeightedFrames`` of [n_chunk_frames] (rotations
+    [n_chunk_frames, 3, 3]), so one forward pass evaluates one chunk.
 
     Forces need every chunk's activations until the backward pass, so memory
     grows with the total number of copied atoms (frames times atoms, which grows
@@ -114,14 +117,15 @@ def copy_chunks(
             bounds.append(index)
             start_atoms = ends[index - 1]
     bounds.append(len(ends))
-    return bounds
-
-
-def select_frames(frames: WeightedFrames, start: int, stop: int) -> WeightedFrames:
-    """A contiguous chunk of frames (to bound the memory of one forward pass)."""
-    return WeightedFrames(
-        frames.group[start:stop],
-        frames.rotation[start:stop],
-        frames.weight[start:stop],
-        frames.isotropic[start:stop],
-    )
+    chunks: List[WeightedFrames] = []
+    for index in range(len(bounds) - 1):
+        start, stop = bounds[index], bounds[index + 1]
+        chunks.append(
+            WeightedFrames(
+                frames.group[start:stop],
+                frames.rotation[start:stop],
+                frames.weight[start:stop],
+                frames.isotropic[start:stop],
+            )
+        )
+    return chunks

@@ -36,7 +36,7 @@ from ..modules.views import WeightedFrames, to_lab_frame
 from .frames import FrameBuilder
 from .outputs import log_dropped, probe_system, symmetrizable_outputs
 from .spherical import to_cartesian, to_spherical
-from .structure import copy_chunks, select_frames
+from .structure import frame_chunks
 
 
 def octahedral_rotations() -> torch.Tensor:
@@ -115,14 +115,12 @@ class ECSEWrapper(torch.nn.Module):
         n_rows = {"atom": graph.species.shape[0], "system": len(systems)}
         system_size = torch.bincount(graph.system_index, minlength=len(systems))
         first_atom = torch.cumsum(system_size, 0) - system_size
-        bounds = copy_chunks(
-            frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
-        )
         sums: Dict[str, torch.Tensor] = {}
         references: Dict[str, torch.Tensor] = {}
         templates: Dict[str, TensorMap] = {}
-        for index in range(len(bounds) - 1):
-            chunk = select_frames(frames, bounds[index], bounds[index + 1])
+        for chunk in frame_chunks(
+            frames, system_size, self.max_atoms_per_pass, self.max_copied_atoms
+        ):
             rotated: List[System] = []
             for copy in range(chunk.group.shape[0]):
                 rotated.append(
