@@ -10,6 +10,7 @@ import ase
 import ase.build
 import numpy as np
 import torch
+from datasets import example_structures
 from metatomic.torch import ModelOutput, System, systems_to_torch
 from metatrain.utils.architectures import get_default_hypers
 from metatrain.utils.data import DatasetInfo
@@ -68,7 +69,11 @@ CARTESIAN_TARGETS = {
 }
 
 
-def dataset_info(with_dipole: bool = False, cartesian: bool = False) -> DatasetInfo:
+def dataset_info(
+    with_dipole: bool = False, cartesian: bool = False, dipole: str = "dipole"
+) -> DatasetInfo:
+    """Energy (forces, stress), optionally a per-structure vector target named
+    ``dipole`` and the Cartesian targets of ``CARTESIAN_TARGETS``."""
     targets = {
         "energy": get_energy_target_info(
             "energy",
@@ -78,8 +83,8 @@ def dataset_info(with_dipole: bool = False, cartesian: bool = False) -> DatasetI
         )
     }
     if with_dipole:
-        targets["dipole"] = get_generic_target_info(
-            "dipole",
+        targets[dipole] = get_generic_target_info(
+            dipole,
             {
                 "quantity": "",
                 "unit": "",
@@ -184,9 +189,33 @@ def ethanol() -> ase.Atoms:
     return atoms
 
 
+def rattled_ethanol(stdev: float = 0.05, seed: int = 1) -> ase.Atoms:
+    """Ethanol rattled by ASE (``Atoms.rattle``; other noise than ``ethanol``)."""
+    atoms = ase.build.molecule("CH3CH2OH")
+    atoms.rattle(stdev, seed=seed)
+    return atoms
+
+
+def diamond_cell(
+    symbols: str = "C8", a: float = 3.567, stdev: float = 0.05, seed: int = 2
+) -> ase.Atoms:
+    """A rattled 8-atom cubic diamond cell of lattice constant ``a``, its sites
+    taking ``symbols`` in order (a formula such as "CNC3NC2")."""
+    atoms = ase.build.bulk("C", "diamond", a, cubic=True)
+    atoms.symbols = symbols
+    atoms.rattle(stdev, seed=seed)
+    return atoms
+
+
 def periodic_cell() -> ase.Atoms:
     """A rattled 8-atom diamond cell with two N (a periodic structure)."""
-    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
-    atoms.numbers[[1, 5]] = 7
-    atoms.rattle(0.05, seed=2)
+    return diamond_cell("CNC3NC2")
+
+
+def cuau_cell(seed: int) -> ase.Atoms:
+    """A rattled periodic Cu-Au cell of ``example_structures`` (seeds 100 and up
+    are not in the training set of the session's tiny model), without its EMT
+    labels."""
+    atoms = example_structures(1, seed=seed)[0]
+    atoms.calc = None
     return atoms

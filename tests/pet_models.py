@@ -6,11 +6,7 @@ import metatensor.torch as mts
 import torch
 from metatrain.utils.architectures import get_default_hypers, import_architecture
 from metatrain.utils.data import DatasetInfo
-from metatrain.utils.data.target_info import (
-    get_energy_target_info,
-    get_generic_target_info,
-)
-from models import TYPES
+from models import dataset_info as ecse_dataset_info
 
 
 def pet_hypers(**changes) -> dict:
@@ -31,27 +27,7 @@ def pet_hypers(**changes) -> dict:
 
 def dataset_info(with_dipole: bool = False) -> DatasetInfo:
     """Energy (forces, stress), optionally a per-structure vector target."""
-    targets = {
-        "energy": get_energy_target_info(
-            "energy",
-            {"quantity": "energy", "unit": "eV"},
-            add_position_gradients=True,
-            add_strain_gradients=True,
-        )
-    }
-    if with_dipole:
-        targets["mtt::dipole"] = get_generic_target_info(
-            "mtt::dipole",
-            {
-                "quantity": "",
-                "unit": "",
-                "type": {"cartesian": {"rank": 1}},
-                "num_subtargets": 2,
-                "per_atom": False,
-                "sample_kind": "system",
-            },
-        )
-    return DatasetInfo(length_unit="angstrom", atomic_types=TYPES, targets=targets)
+    return ecse_dataset_info(with_dipole, dipole="mtt::dipole")
 
 
 def _randomize_tensor_maps(module, buffer_suffixes, maps, seed: int) -> None:

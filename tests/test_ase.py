@@ -15,8 +15,7 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from commands import run
-from datasets import example_structures
-from models import random_rotation
+from models import cuau_cell, random_rotation
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +40,6 @@ def energy_calculator(model_path):
     )
 
 
-def cell(seed: int = 0) -> ase.Atoms:
-    """A rattled Cu-Au cell that is not in the training set."""
-    return example_structures(1, seed=100 + seed)[0]
-
-
 def with_calculator(atoms: ase.Atoms, calculator) -> ase.Atoms:
     atoms = atoms.copy()
     atoms.calc = calculator
@@ -58,7 +52,7 @@ def energy(atoms: ase.Atoms) -> float:
 
 
 def test_single_point(calculator):
-    atoms = with_calculator(cell(), calculator)
+    atoms = with_calculator(cuau_cell(100), calculator)
     assert np.isfinite(atoms.get_potential_energy())
     forces = atoms.get_forces()
     stress = atoms.get_stress(voigt=False)
@@ -72,8 +66,8 @@ def test_single_point(calculator):
 
 
 def test_forces_are_minus_energy_gradient(calculator, energy_calculator):
-    forces = with_calculator(cell(1), calculator).get_forces()
-    atoms = with_calculator(cell(1), energy_calculator)
+    forces = with_calculator(cuau_cell(101), calculator).get_forces()
+    atoms = with_calculator(cuau_cell(101), energy_calculator)
     # central differences: the truncation error is about 1e-8 relative here
     step = 1e-5
     numerical = np.zeros_like(forces)
@@ -94,8 +88,8 @@ def test_forces_are_minus_energy_gradient(calculator, energy_calculator):
 
 
 def test_stress_is_strain_derivative(calculator, energy_calculator):
-    stress = with_calculator(cell(2), calculator).get_stress(voigt=False)
-    atoms = with_calculator(cell(2), energy_calculator)
+    stress = with_calculator(cuau_cell(102), calculator).get_stress(voigt=False)
+    atoms = with_calculator(cuau_cell(102), energy_calculator)
     volume = atoms.get_volume()
     original = atoms.cell.array.copy()
     step = 1e-5
@@ -115,7 +109,7 @@ def test_stress_is_strain_derivative(calculator, energy_calculator):
 
 
 def test_nve_energy_is_conserved(calculator):
-    atoms = with_calculator(cell(3), calculator)
+    atoms = with_calculator(cuau_cell(103), calculator)
     MaxwellBoltzmannDistribution(
         atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
     )
@@ -132,7 +126,7 @@ def test_nve_energy_is_conserved(calculator):
 
 def test_rotations(calculator):
     rng = np.random.default_rng(42)
-    atoms = with_calculator(cell(4), calculator)
+    atoms = with_calculator(cuau_cell(104), calculator)
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces()
     stress = atoms.get_stress(voigt=False)
@@ -203,6 +197,8 @@ def test_nve_drift_of_ecse_is_of_the_order_of_plain_pet(
         str(plain_path),
         cwd=tmp_path,
     )
-    plain = nve_drift(cell(5), MetatomicCalculator(str(plain_path), device="cpu"))
-    ecse = nve_drift(cell(5), calculator)
+    plain = nve_drift(
+        cuau_cell(105), MetatomicCalculator(str(plain_path), device="cpu")
+    )
+    ecse = nve_drift(cuau_cell(105), calculator)
     assert ecse < 3 * plain + 1e-6

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from metatrain.utils.io import model_from_checkpoint
-from models import evaluate, random_rotation, rotated
+from models import diamond_cell, evaluate, random_rotation, rattled_ethanol, rotated
 from pet_models import random_pet
 
 from pet_metatrain import PETECSE
@@ -21,18 +21,11 @@ REFERENCE = Path(__file__).parent / "checkpoints" / "pet-reference.ckpt.gz"
 
 
 def molecule() -> ase.Atoms:
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.rattle(0.1, seed=1)
-    return atoms
+    return rattled_ethanol(0.1)
 
 
 def cell() -> ase.Atoms:
-    atoms = ase.build.bulk("C", "diamond", a=3.6, cubic=True)
-    atoms.numbers[[1, 5]] = 7
-    atoms.numbers[2] = 8
-    atoms.numbers[3] = 1
-    atoms.rattle(0.1, seed=2)
-    return atoms
+    return diamond_cell("CNOHCNC2", a=3.6, stdev=0.1)
 
 
 def both(pet_checkpoint: dict, dtype: torch.dtype):

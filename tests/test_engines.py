@@ -24,6 +24,7 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from commands import environment, executable
 from datasets import TINY_MODEL, example_structures
+from models import cuau_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = TINY_MODEL["cutoff"]
@@ -46,13 +47,6 @@ def calculator(model_path):
     from metatomic_ase import MetatomicCalculator
 
     return MetatomicCalculator(str(model_path), device="cpu")
-
-
-def cell(seed: int = 0) -> ase.Atoms:
-    """A rattled Cu-Au cell that is not in the training set."""
-    atoms = example_structures(1, seed=200 + seed)[0]
-    atoms.calc = None
-    return atoms
 
 
 def cluster() -> ase.Atoms:
@@ -79,7 +73,7 @@ def max_force(atoms: ase.Atoms) -> float:
 def test_langevin_md(calculator):
     from ase.md.langevin import Langevin
 
-    atoms = cell(0)
+    atoms = cuau_cell(200)
     atoms.calc = calculator
     start = atoms.positions.copy()
     MaxwellBoltzmannDistribution(
@@ -105,7 +99,7 @@ def test_langevin_md(calculator):
 def test_geometry_optimization(calculator):
     from ase.optimize import FIRE
 
-    atoms = cell(1)
+    atoms = cuau_cell(201)
     atoms.calc = calculator
     energy, force = atoms.get_potential_energy(), max_force(atoms)
     optimizer = FIRE(atoms, logfile=None)
@@ -119,7 +113,7 @@ def test_cell_optimization_uses_stress(calculator):
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
-    atoms = cell(2)
+    atoms = cuau_cell(202)
     atoms.calc = calculator
     energy, volume = atoms.get_potential_energy(), atoms.get_volume()
     assert np.abs(atoms.get_stress()).max() > 1e-5
@@ -147,7 +141,7 @@ def test_npt_mtk_uses_stress(model_path):
     nose_hoover_chain = pytest.importorskip(
         "ase.md.nose_hoover_chain", reason="ASE >= 3.25 has the MTK NPT integrators"
     )
-    atoms = cell(3)
+    atoms = cuau_cell(203)
     atoms.calc = with_free_energy(model_path)
     MaxwellBoltzmannDistribution(
         atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
@@ -248,7 +242,7 @@ def test_checkpoint_exported_in_another_precision(trained, calculator):
 
     assert load_atomistic_model(str(path)).capabilities().dtype == "float32"
     single = MetatomicCalculator(str(path), device="cpu")
-    atoms = cell(4)
+    atoms = cuau_cell(204)
     atoms.calc = calculator
     reference = atoms.get_potential_energy()
     atoms.calc = single
@@ -311,7 +305,7 @@ def run_ipi(
     if len(prefix) > 80:
         prefix = "/tmp/ipi_"
     address = f"pet-ecse-{os.getpid()}-{beads}"
-    atoms = cell(5)
+    atoms = cuau_cell(205)
     ase.io.write(directory / "init.xyz", atoms, format="extxyz")
     (directory / "input.xml").write_text(
         IPI_INPUT.format(
@@ -393,7 +387,7 @@ def test_ipi_nvt(beads, model_path, calculator, tmp_path):
     assert np.all(temperature > 0)
     # all beads start at the structure: the same energy as in ASE (up to the
     # precision of the positions i-PI reads and writes)
-    atoms = cell(5)
+    atoms = cuau_cell(205)
     atoms.calc = calculator
     assert potential[0] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
     # the thermostatted integrator keeps its conserved quantity
@@ -420,7 +414,7 @@ def test_torchsim(request):
     model_path = request.getfixturevalue("model_path")
     calculator = request.getfixturevalue("calculator")
     model = metatomic_torchsim.MetatomicModel(str(model_path), device="cpu")
-    atoms = cell(6)
+    atoms = cuau_cell(206)
     state = ts.io.atoms_to_state(
         [atoms], device=torch.device("cpu"), dtype=torch.float64
     )

@@ -6,22 +6,26 @@ import ase.build
 import numpy as np
 import pytest
 import torch
-from models import evaluate, graph_of, make_model, random_rotation, rotated
+from models import (
+    diamond_cell,
+    evaluate,
+    graph_of,
+    make_model,
+    random_rotation,
+    rattled_ethanol,
+    rotated,
+)
 
 from pet_metatrain.ecse.frames import jitter_weights, subsampled
 from pet_metatrain.modules.views import WeightedFrames
 
 
-def rattled_ethanol() -> ase.Atoms:
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=3)  # no two frames of an atom with equal weights
-    return atoms
+def ethanol() -> ase.Atoms:
+    return rattled_ethanol(seed=3)  # no two frames of an atom with equal weights
 
 
-def rattled_cell() -> ase.Atoms:
-    atoms = ase.build.bulk("C", "diamond", a=3.6, cubic=True)
-    atoms.rattle(0.05, seed=4)
-    return atoms
+def cell() -> ase.Atoms:
+    return diamond_cell(a=3.6, seed=4)
 
 
 def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
@@ -40,7 +44,7 @@ def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
     )
 
 
-@pytest.mark.parametrize("structure", [rattled_ethanol, rattled_cell])
+@pytest.mark.parametrize("structure", [ethanol, cell])
 def test_weights_are_positive_and_sum_to_one_per_atom(structure):
     atoms = structure()
     frames = atom_frames(atoms)
@@ -50,7 +54,7 @@ def test_weights_are_positive_and_sum_to_one_per_atom(structure):
     torch.testing.assert_close(totals, torch.ones_like(totals))
 
 
-@pytest.mark.parametrize("structure", [rattled_ethanol, rattled_cell])
+@pytest.mark.parametrize("structure", [ethanol, cell])
 def test_frames_are_proper_rotations(structure):
     frames = atom_frames(structure())
     rotation = frames.rotation[~frames.isotropic]
@@ -60,7 +64,7 @@ def test_frames_are_proper_rotations(structure):
     torch.testing.assert_close(determinant, torch.ones_like(determinant))
 
 
-@pytest.mark.parametrize("structure", [rattled_ethanol, rattled_cell])
+@pytest.mark.parametrize("structure", [ethanol, cell])
 def test_frames_co_rotate_with_the_structure(structure):
     """Rotating the structure by R maps every frame F to R F (x' = x @ F is
     unchanged) with the same weight: the ensemble is equivariant."""
@@ -85,7 +89,7 @@ def test_frames_co_rotate_with_the_structure(structure):
 
 
 def test_pruning_only_removes_frames_and_a_higher_threshold_removes_more():
-    atoms = rattled_cell()
+    atoms = cell()
     counts = [
         atom_frames(atoms, pruning_passes=0).group.shape[0],
         atom_frames(atoms, pruning_threshold=0.3, pruning_width=0.3).group.shape[0],
@@ -101,7 +105,7 @@ def test_pruning_only_removes_frames_and_a_higher_threshold_removes_more():
 
 
 def test_jittered_weights_stay_normalized_and_change():
-    frames = atom_frames(rattled_ethanol())
+    frames = atom_frames(ethanol())
     torch.manual_seed(0)
     jittered = jitter_weights(frames, 0.5, 9)
     assert torch.equal(jittered.group, frames.group)
@@ -120,7 +124,7 @@ def test_jittered_weights_stay_normalized_and_change():
 def test_subsampled_frames_keep_at_most_the_limit_per_atom():
     """Training draws at most ``limit`` frames per atom (a new draw each step),
     the isotropic fallback always among them; atoms with fewer keep all."""
-    frames = atom_frames(rattled_cell())
+    frames = atom_frames(cell())
     counts = torch.bincount(frames.group[~frames.isotropic], minlength=8)
     limit = int(counts.min()) - 1  # every atom loses frames
     torch.manual_seed(0)
@@ -165,7 +169,7 @@ def test_weight_noise_acts_in_training_only(frames):
     outside them (a
     model in training mode that no trainer drives, evaluation) the model is
     deterministic and exact: the noise never reaches an exported model."""
-    atoms = rattled_ethanol()
+    atoms = ethanol()
     model = make_model(frames=frames)
     assert model.symmetrization.frame_builder.weight_noise == 0.5  # the default
     model.train()

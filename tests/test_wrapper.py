@@ -24,7 +24,7 @@ from metatomic.torch import (
     System,
 )
 from metatomic_ase import MetatomicCalculator
-from models import random_rotation, rotated
+from models import diamond_cell, random_rotation, rattled_ethanol, rotated
 
 from pet_metatrain.cli import symmetrize_exported
 
@@ -99,19 +99,9 @@ def spread(model: Path, atoms: ase.Atoms, count: int = 3):
     return np.ptp(energies), max(errors), energies[0]
 
 
-def ethanol() -> ase.Atoms:
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=1)
-    return atoms
-
-
-def cell() -> ase.Atoms:
-    atoms = ase.build.bulk("C", "diamond", 3.567, cubic=True)
-    atoms.rattle(0.05, seed=2)
-    return atoms
-
-
-@pytest.mark.parametrize("make", [ethanol, cell], ids=["molecule", "periodic"])
+@pytest.mark.parametrize(
+    "make", [rattled_ethanol, diamond_cell], ids=["molecule", "periodic"]
+)
 def test_wrapped_pet_is_exactly_invariant(trained_pet, make):
     plain, symmetrized, precision = trained_pet
     tolerance = 1e-10 if precision == 64 else 2e-5
@@ -205,7 +195,7 @@ def test_wrapped_forces_match_finite_differences(trained_pet):
     if precision != 64:
         pytest.skip("finite differences need float64")
     calculator = MetatomicCalculator(str(symmetrized), device="cpu")
-    atoms = ethanol()
+    atoms = rattled_ethanol()
     atoms.calc = calculator
     forces = atoms.get_forces()
     step = 1e-6

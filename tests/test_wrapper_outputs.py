@@ -29,7 +29,7 @@ from metatomic.torch import (
     systems_to_torch,
 )
 from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
-from models import random_rotation, rotated
+from models import random_rotation, rattled_ethanol, rotated
 from test_non_conservative import calculator, non_conservative_errors, train
 from test_wrapper import PET_MODEL
 
@@ -128,8 +128,7 @@ def test_every_output_is_exact(wrapped, make):
     if make == "cell":
         atoms = example_structures(1, seed=100)[0]
     else:
-        atoms = ase.build.molecule("CH3CH2OH")
-        atoms.rattle(0.05, seed=1)
+        atoms = rattled_ethanol()
         atoms.numbers[:] = 29
     tolerance = 1e-10 if precision == 64 else 5e-5
     errors = output_errors(load(symmetrized), atoms)
@@ -367,8 +366,7 @@ def test_float32_forces_do_not_carry_the_baseline_round_off(tmp_path):
     model = AtomisticModel(_Baseline().eval(), ModelMetadata(), capabilities)
     path = tmp_path / "baseline.pt"
     symmetrize_model(model, _symmetrization()).save(str(path))
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=1)
+    atoms = rattled_ethanol()
     calc = calculator(path)
     rng = np.random.default_rng(0)
     forces = []
@@ -408,8 +406,7 @@ def spherical_outputs_are_exact(tmp_path, precision):
     )
     rotation = random_rotation(np.random.default_rng(3))
     wigner = O3Transformations(torch.tensor(rotation)[None], 2)
-    atoms = ase.build.molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=1)
+    atoms = rattled_ethanol()
     tolerance = 1e-10 if precision == 64 else 5e-5
     for model, exact in ((wrapped, True), (load(path), False)):
         reference = spherical_outputs_of(model, atoms)
