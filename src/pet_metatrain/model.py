@@ -217,6 +217,11 @@ class PETECSE(ModelInterface[ModelHypers]):
     def restart(
         self, dataset_info: DatasetInfo, model_hypers: Optional[dict[str, Any]] = None
     ) -> "PETECSE":
+        """This model, ready to continue training on ``dataset_info``: new
+        targets get new heads (``has_new_targets``, which metatrain's trainers and
+        LLPR read, says whether any did); new atomic types are refused. When the
+        checkpoint was loaded to fine-tune, ``model_hypers`` may switch the
+        ``symmetrization`` block; every other hyper must match."""
         if model_hypers is not None:
             model_hypers = dict(model_hypers)
             # fine-tuning (not restarting a run) may switch ECSE on
@@ -268,6 +273,19 @@ class PETECSE(ModelInterface[ModelHypers]):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
+        """metatomic's model call: every requested target of ``systems``.
+
+        One edge graph of all systems ([n_atoms, max_neighbors] neighbours) goes
+        through the symmetrization strategy (:class:`~pet_metatrain.ecse.strategy.
+        Symmetrization`), which returns per-atom predictions ``y_i = sum_f w_f
+        F_f . Phi(x F_f)_i`` [n_atoms, ...] (plain: one identity frame); stress
+        targets are divided by the cell volume and spherical targets converted
+        from their Cartesian form. ``selected_atoms`` keeps those atoms' rows
+        before outputs not asked ``per_atom`` are summed over each structure's
+        atoms; outside training the scaler and the additive (composition)
+        models are applied. Last-layer features are returned where requested
+        (LLPR).
+        """
         device = systems[0].positions.device
         if self.single_label.values.device != device:
             self._move_labels_to_device(device)

@@ -67,6 +67,12 @@ def _init_process_group(device: torch.device, port: int) -> tuple:
 
 
 class Trainer(TrainerInterface[TrainerHypers]):
+    """metatrain's trainer for ``pet_ecse``: pet's training loop (loss, Adam
+    with warm-up and decay, best-model tracking, checkpoints) with the ECSE
+    phase asked of the model each epoch (``set_phase``: training steps,
+    validation, final evaluation), distributed training and clean stops on
+    SIGTERM/SIGINT."""
+
     __checkpoint_version__ = 1
 
     def __init__(self, hypers: TrainerHypers) -> None:

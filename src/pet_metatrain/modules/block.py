@@ -75,6 +75,7 @@ def angular_order(hypers: Dict) -> int:
 
 
 def mlp(d_in: int, d_hidden: int) -> torch.nn.Module:
+    """Two SiLU layers, [..., d_in] -> [..., d_hidden] (a readout head's body)."""
     return torch.nn.Sequential(
         torch.nn.Linear(d_in, d_hidden),
         torch.nn.SiLU(),
@@ -201,6 +202,8 @@ class MessagePassingBlock(torch.nn.Module):
 
 
 def combination(d_pet: int) -> torch.nn.Module:
+    """``[t_ij, t_ji]`` [..., 2 d_pet] -> [..., d_pet]: how a carried block
+    merges an edge's token with its reverse edge's (the message m_ij)."""
     return torch.nn.Sequential(
         torch.nn.LayerNorm(2 * d_pet),
         torch.nn.Linear(2 * d_pet, 2 * d_pet),

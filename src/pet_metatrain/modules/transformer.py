@@ -182,6 +182,7 @@ class SwiGLU(torch.nn.Module):
         self.output = torch.nn.Linear(d_hidden, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., d_model] -> [..., d_model]."""
         value, gate = self.input(x).chunk(2, dim=-1)
         return self.output(value * torch.sigmoid(gate))
 
@@ -236,6 +237,11 @@ class Transformer(torch.nn.Module):
         factors: torch.Tensor,
         angular: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``node`` [n, d_node] and ``edges`` [n, max_neighbors, d_model] through
+        every layer in turn; ``factors`` [n, 1 + max_neighbors] are the cutoff
+        factors that scale attention to each token (central token first),
+        ``angular`` the optional [n, order, 1 + max_neighbors, 1 + max_neighbors]
+        basis of the angular bias. Returns both streams, same shapes."""
         for layer in self.layers:
             node, edges = layer(node, edges, factors, angular)
         return node, edges
