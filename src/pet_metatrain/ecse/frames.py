@@ -13,8 +13,6 @@ from ..modules.graph import EdgeGraph
 from ..modules.views import WeightedFrames, selected
 from .switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
 
-# frames lighter than 1e-10 are dropped (a change of at most ~1e-10, relative)
-
 # pruning (threshold, width, passes) and inner cutoff width where the
 # symmetrization block leaves them unset: narrow where each frame costs a forward
 # pass; token frames are cheap, and kept smooth enough for MD (no pruning, wide
@@ -155,6 +153,7 @@ class FrameBuilder(torch.nn.Module):
             weights = weights * (
                 neighbor_species[:, :, None] >= neighbor_species[:, None, :]
             ).to(dtype)
+        # frames lighter than 1e-10 are dropped (a change of at most ~1e-10)
         candidates = torch.nonzero(weights > 1e-10)
         atom, first, second = candidates[:, 0], candidates[:, 1], candidates[:, 2]
         frame_weights = weights[atom, first, second]
