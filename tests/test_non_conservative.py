@@ -148,7 +148,8 @@ def test_md_with_non_conservative_forces(pet_ecse_model):
 def test_ipi_with_non_conservative_forces(pet_ecse_model, tmp_path):
     """i-PI's metatomic driver with ``non_conservative=True``: the direct forces
     drive the dynamics (the energy is still the model's energy)."""
-    from test_engines import cell, run_ipi
+    from models import cuau_cell
+    from test_engines import run_ipi
 
     model, precision = pet_ecse_model
     if precision != 64:
@@ -166,7 +167,7 @@ def test_ipi_with_non_conservative_forces(pet_ecse_model, tmp_path):
             potential[0],
             ase.io.read(directory / "simulation.pos_0.extxyz"),
         )
-    atoms = cell(5)
+    atoms = cuau_cell(205)
     atoms.calc = calculator(model)
     for potential, _ in runs.values():
         assert potential == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
@@ -214,7 +215,8 @@ def test_ipi_multiple_time_stepping(pet_ecse_model, tmp_path):
     import time
 
     import ase.io
-    from test_engines import cell, environment, executable
+    from commands import environment, executable
+    from models import cuau_cell
 
     pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi)")
     server, driver = executable("i-pi"), executable("i-pi-py_driver")
@@ -225,7 +227,7 @@ def test_ipi_multiple_time_stepping(pet_ecse_model, tmp_path):
         pytest.skip("one precision is enough for the engine")
     prefix = f"{tmp_path}/ipi_" if len(str(tmp_path)) < 70 else "/tmp/ipi_mts_"
     steps = 5
-    atoms = cell(5)
+    atoms = cuau_cell(205)
     ase.io.write(tmp_path / "init.xyz", atoms, format="extxyz")
     (tmp_path / "input.xml").write_text(MTS_INPUT.format(prefix=prefix, steps=steps))
     processes = []
