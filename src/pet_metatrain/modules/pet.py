@@ -181,11 +181,12 @@ class PETNetwork(torch.nn.Module):
             return bounds, bounds
         counts = torch.bincount(views.group, minlength=n_atoms)
         starts = torch.cumsum(counts, 0) - counts
-        row_bounds: List[int] = [0]
-        for first in bounds[1:-1]:
-            row_bounds.append(int(starts[first]))
-        row_bounds.append(views.group.shape[0])
-        return bounds, row_bounds
+        # one read of the first view of every inner chunk (not one per chunk)
+        inner_bounds = torch.tensor(
+            bounds[1:-1], dtype=torch.long, device=starts.device
+        )
+        inner: List[int] = starts[inner_bounds].tolist()
+        return bounds, [0] + inner + [views.group.shape[0]]
 
     @torch.jit.export
     def inputs(self, graph: EdgeGraph) -> NetworkInputs:
@@ -258,18 +259,12 @@ class PETNetwork(torch.nn.Module):
         views (if any) are sorted by atom."""
         n_atoms, max_neighbors = inputs.factors.shape
         on_gpu = inputs.factors.is_cuda
-        if views is not None:
-            bounds, row_bounds = self._chunk_bounds(
-                n_atoms, max_neighbors, views, self.chunk_width, on_gpu
-            )
-        elif token_views is not None:
-            bounds, row_bounds = self._chunk_bounds(
-                n_atoms, max_neighbors, token_views, self.d_edge, on_gpu
-            )
-        else:
-            bounds, row_bounds = self._chunk_bounds(
-                n_atoms, max_neighbors, None, self.chunk_width, on_gpu
-            )
+        # rows per view: a block's widest tensor; per token view: the embedding
+        frames = views if views is not None else token_views
+        width = self.chunk_width if token_views is None else self.d_edge
+        bounds, row_bounds = self._chunk_bounds(
+            n_atoms, max_neighbors, frames, width, on_gpu
+        )
         chunks: List[Rows] = []
         for index in range(len(bounds) - 1):
             first, last = bounds[index], bounds[index + 1]
@@ -387,7 +382,8 @@ class PETNetwork(torch.nn.Module):
         lab = views is None
         head_features: Dict[str, List[torch.Tensor]] = {name: [] for name in targets}
         features: List[torch.Tensor] = []
-        # the first block's messages are embedding rows (see _token_inputs)
+        # the first block's messages are embedding rows (see
+        # MessagePassingBlock._token_inputs)
         message_table: Optional[torch.Tensor] = self.neighbor_embedding.weight
         for block_index, block in enumerate(self.blocks):
             central_heads: Dict[str, List[torch.Tensor]] = {n: [] for n in targets}
