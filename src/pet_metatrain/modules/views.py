@@ -7,7 +7,7 @@ and averaged with the frames' weights. Averages of co-rotating frames co-rotate:
 that is what makes ECSE exact (docs/ecse.md).
 """
 
-from typing import NamedTuple
+from typing import List, NamedTuple, Optional
 
 import torch
 
@@ -89,9 +89,17 @@ def token_frames_to_lab(
 def weighted_sum(
     values: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, size: int
 ) -> torch.Tensor:
-    """Sum of ``values`` times ``weight`` into ``size`` rows given by ``index``."""
+    """Sum of ``values`` [n, ...] times ``weight`` [n] into ``size`` rows given by
+    ``index`` [n]: ``out[r] = sum_{k: index_k = r} w_k values_k``.
+
+    An accumulating ``index_put``, not ``index_add``: autograd keeps
+    ``index_add``'s whole source for its backward pass (it reads only the
+    source's shape), which for the per-view edge embedding is a third copy of
+    [n_views, max_neighbors, d] kept until the forces are computed."""
     shape = [-1] + [1] * (values.dim() - 1)
     out = torch.zeros(
         [size] + list(values.shape[1:]), dtype=values.dtype, device=values.device
     )
-    return out.index_add(0, index, values * weight.to(values.dtype).reshape(shape))
+    weighted = values * weight.to(values.dtype).reshape(shape)
+    indices: List[Optional[torch.Tensor]] = [index]
+    return out.index_put_(indices, weighted, accumulate=True)
