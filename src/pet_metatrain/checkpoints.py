@@ -130,6 +130,13 @@ def _model_v9_to_v10(checkpoint: Dict[str, Any]) -> None:
     symmetrization.setdefault("training_frames_per_atom", None)
 
 
+def _model_v10_to_v11(checkpoint: Dict[str, Any]) -> None:
+    """v11 made tanh the edge embedding's nonlinearity
+    (``edge_embedding_activation``); v10 models keep SiLU."""
+    hypers = checkpoint["model_data"]["model_hypers"]
+    hypers.setdefault("edge_embedding_activation", "SiLU")
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
@@ -140,6 +147,7 @@ MODEL_UPGRADES: Dict[int, Upgrade] = {
     7: _model_v7_to_v8,
     8: _model_v8_to_v9,
     9: _model_v9_to_v10,
+    10: _model_v10_to_v11,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 
