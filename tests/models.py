@@ -18,7 +18,10 @@ from metatrain.utils.data.target_info import (
     get_energy_target_info,
     get_generic_target_info,
 )
-from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+from metatrain.utils.neighbor_lists import (
+    get_requested_neighbor_lists,
+    get_system_with_neighbor_lists,
+)
 
 from pet_metatrain import PETECSE
 from pet_metatrain.modules.graph import EdgeGraph, systems_to_graph
@@ -120,7 +123,7 @@ def make_model(
 def graph_of(model: PETECSE, atoms: ase.Atoms) -> EdgeGraph:
     """The padded neighbourhoods ``model`` sees for ``atoms`` (float64)."""
     system = systems_to_torch(atoms, dtype=torch.float64)
-    system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+    system = get_system_with_neighbor_lists(system, get_requested_neighbor_lists(model))
     return systems_to_graph([system], model.requested_nl)
 
 
@@ -148,7 +151,7 @@ def evaluate(
             )
             strains.append((system.positions, strain))
         systems.append(
-            get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+            get_system_with_neighbor_lists(system, get_requested_neighbor_lists(model))
         )
     kind = "atom" if per_atom else "system"
     results = model(systems, {name: ModelOutput(sample_kind=kind) for name in outputs})

@@ -64,6 +64,7 @@ LAYOUTS = {
     "postln": dict(transformer_type="PostLN", d_node=8),
     "residual": dict(featurizer_type="residual", num_gnn_layers=1),
     "three-layers": dict(num_gnn_layers=3, num_attention_layers=1),
+    "zbl": dict(zbl=True),
 }
 
 
@@ -72,6 +73,16 @@ def test_converted_model_predicts_what_pet_predicts(layout):
     pet = random_pet(seed=3, with_dipole=True, **LAYOUTS[layout])
     model_pet, model_ours = both(pet.get_checkpoint(), torch.float64)
     assert compare(model_pet, model_ours, ("energy", "mtt::dipole")) < 1e-10
+
+
+def test_zbl_takes_part_in_the_comparison():
+    """The test structures have atoms within ZBL's range (the sum of their
+    covalent radii), so the ``zbl`` layout above compares the repulsion too."""
+    with_zbl, _ = both(random_pet(seed=3, zbl=True).get_checkpoint(), torch.float64)
+    without, _ = both(random_pet(seed=3).get_checkpoint(), torch.float64)
+    for atoms in (molecule(), cell()):
+        energies = [evaluate(m, [atoms])["energy"][0, 0] for m in (with_zbl, without)]
+        assert energies[0] > energies[1] + 1e-3
 
 
 def test_float32_agreement():
@@ -180,7 +191,6 @@ def test_reference_pet_checkpoint_converts():
     [
         ({"num_neighbors_adaptive": 16}, "num_neighbors_adaptive"),
         ({"attention_temperature": 2.0}, "attention_temperature"),
-        ({"zbl": True}, "zbl"),
         ({"long_range": {"enable": True}}, "long_range"),
         ({"system_conditioning": True}, "system_conditioning"),
         ({"featurizer_type": "residual"}, "residual"),

@@ -70,8 +70,6 @@ def check_hypers(hypers: Dict[str, Any]) -> None:
         refused.append("num_neighbors_adaptive (adaptive cutoff)")
     if float(hypers.get("attention_temperature", 1.0)) != 1.0:
         refused.append("attention_temperature != 1")
-    if hypers.get("zbl", False):
-        refused.append("zbl")
     if (hypers.get("long_range") or {}).get("enable", False):
         refused.append("long_range")
     if hypers.get("system_conditioning", False):
@@ -103,6 +101,7 @@ def pet_ecse_hypers(pet_hypers: Dict[str, Any]) -> Dict[str, Any]:
     hypers["d_edge_embedding"] = None
     hypers["angular_bias_order"] = 0
     hypers["bond_bias"] = True
+    hypers["zbl"] = bool(pet_hypers.get("zbl", False))
     # plain PET as trained; `pet-ecse export --method ecse` (structure frames,
     # a-posteriori) or a fine-tuning `symmetrization` block switch ECSE on
     hypers["symmetrization"]["method"] = "none"

@@ -194,6 +194,13 @@ class ModelHypers(TypedDict):
     """metatrain ``pet``'s readout layout: the bond (edge) readout gets a bias that
     is added once per neighbour, weighted by its cutoff factor, and vector targets
     get biases too. ``pet-ecse convert`` sets it to reproduce a ``pet`` model."""
+    zbl: bool = False
+    """Add the ZBL screened nuclear repulsion (metatrain's, as ``pet``'s ``zbl``):
+    a pair potential of the distances, switched off at the sum of the two atoms'
+    covalent radii, so exactly invariant; the network learns the rest. Data
+    rarely holds atoms closer than bonds, and without it a model can let two
+    atoms merge (an ethanol model of 300 frames: two hydrogens at 0.14 A in
+    NVE). Needs lengths in angstrom."""
     d_feedforward: int = 256
     """Hidden width of the transformer feed-forward networks."""
     num_heads: int = 8

@@ -17,6 +17,7 @@ from metatomic.torch import (
 from metatrain.composition import CompositionModel
 from metatrain.scaler import Scaler
 from metatrain.utils.abc import ModelInterface
+from metatrain.utils.additive import ZBL
 from metatrain.utils.architectures import get_default_hypers
 from metatrain.utils.data import DatasetInfo, TargetInfo
 from metatrain.utils.dtype import dtype_to_str
@@ -97,9 +98,12 @@ class PETECSE(ModelInterface[ModelHypers]):
         for name, target in dataset_info.targets.items():
             self._add_output(name, target)
 
-        self.additive_models = torch.nn.ModuleList(
-            [CompositionModel.from_valid_targets(dataset_info, self.atomic_types)]
-        )
+        additive_models: List[torch.nn.Module] = [
+            CompositionModel.from_valid_targets(dataset_info, self.atomic_types)
+        ]
+        if self.hypers["zbl"]:
+            additive_models.append(zbl_model(dataset_info, self.atomic_types))
+        self.additive_models = torch.nn.ModuleList(additive_models)
         self.scaler = Scaler(
             hypers=get_default_hypers("scaler")["model"], dataset_info=dataset_info
         )
@@ -449,3 +453,19 @@ class PETECSE(ModelInterface[ModelHypers]):
             "model_state_dict": state_dict,
             "best_model_state_dict": state_dict,
         }
+
+
+def zbl_model(dataset_info: DatasetInfo, atomic_types: List[int]) -> ZBL:
+    """metatrain's ZBL repulsion for the targets it applies to (energies), built
+    as metatrain's ``pet`` builds it (mirrored: pet's constructor is not a
+    reusable function). The trainer removes it from the targets and the model
+    adds it back outside training, like the composition model."""
+    targets = {
+        name: info
+        for name, info in dataset_info.targets.items()
+        if ZBL.is_valid_target(name, info)
+    }
+    info = DatasetInfo(
+        length_unit=dataset_info.length_unit, atomic_types=atomic_types, targets=targets
+    )
+    return ZBL({}, dataset_info=info)
