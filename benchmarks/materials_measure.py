@@ -12,7 +12,8 @@ and 4394 on request, ``--sizes``):
   fresh process (the growth over the process after loading and a first call,
   and the total); with ``--device cuda`` also the GPU memory the caching
   allocator hands out (``torch.cuda.max_memory_allocated`` over a second call,
-  and what is allocated after loading and a first call);
+  and what is allocated after loading and a first call); and the bytes autograd
+  keeps for the backward pass of the forces (the same on every device);
 - the rotation error of the ``pet_ecse`` export (energy relative, force max abs).
 
 Also a 9-atom and a 25-atom molecule (types H, C, N, O) for the molecule floor.
@@ -214,7 +215,24 @@ def probe_memory(path: str, name: str, device: str = "cpu") -> dict:
     if device == "cuda":
         result["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
         result["gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    result["saved_bytes"] = saved_for_backward(calc, atoms)
     return result
+
+
+def saved_for_backward(calc, atoms: ase.Atoms) -> int:
+    """Bytes of the distinct storages autograd keeps for the forces' backward
+    pass during one energy + forces call: what the call's memory grows by on any
+    device (on a GPU, what the caching allocator hands out beyond the model)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        energy_forces(calc, atoms)
+    return sum(storages.values())
 
 
 def start_probe(path: str, name: str, device: str) -> subprocess.Popen:

@@ -54,7 +54,9 @@ def cost_table(result: dict) -> list[str]:
         f"Energy + forces through metatomic's ASE calculator, {where}, medians of "
         f"round-robin rounds; untrained default models (torch {result['torch']}). "
         "Memory: peak resident memory of a second energy + forces call in a fresh "
-        "process, as growth over the process before it (total peak in brackets)."
+        "process, as growth over the process before it (total peak in brackets). "
+        "Saved MB: what autograd keeps for the backward pass of the forces (the "
+        "same on every device)."
     )
     if gpu_memory:
         caption += (
@@ -65,6 +67,9 @@ def cost_table(result: dict) -> list[str]:
         "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
         "| pet MB | pet_ecse MB | memory ratio "
     )
+    saved = all("saved_bytes" in v for r in rows for v in r["memory"].values())
+    if saved:
+        header += "| pet saved MB | pet_ecse saved MB | saved ratio "
     if gpu_memory:
         header += "| pet GPU MB | pet_ecse GPU MB | GPU memory ratio "
     header += "| pet_ecse dE (rel) | dF eV/A | pet dE (rel) | pet dF eV/A |"
@@ -81,6 +86,13 @@ def cost_table(result: dict) -> list[str]:
             f"{1e3 * seconds['pet_ecse'] / row['atoms']:.{3 if gpu else 2}f}",
             *_memory_cells(_growth_total(memory, "peak_kb", "loaded_kb", 1024)),
         ]
+        if saved:
+            megabytes = {m: v["saved_bytes"] / 2**20 for m, v in memory.items()}
+            cells += [
+                f"{megabytes['pet']:.0f}",
+                f"{megabytes['pet_ecse']:.0f}",
+                f"{megabytes['pet_ecse'] / max(megabytes['pet'], 1e-3):.2f}",
+            ]
         if gpu_memory:
             cells += _memory_cells(
                 _growth_total(memory, "gpu_peak_bytes", "gpu_loaded_bytes", 2**20)
