@@ -141,11 +141,10 @@ def test_version_9_upgrade_keeps_training_on_all_frames():
     assert model.symmetrization.frame_builder.training_frame_limit == 0
 
 
-def test_version_10_upgrade_keeps_the_silu_edge_embedding():
-    """v10 models were trained with a SiLU edge embedding; new models use tanh."""
+def test_version_10_upgrade_adds_no_repulsion():
     path = REFERENCE.parent / "model-v10_trainer-v1.ckpt.gz"
     with gzip.open(path, "rb") as file:
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
     model = model_from_checkpoint(checkpoint, context="export")
-    assert model.hypers["edge_embedding_activation"] == "SiLU"
-    assert not model.network.edge_embedding.tanh
+    assert model.hypers["zbl"] is False
+    assert len(model.additive_models) == 1

@@ -131,12 +131,8 @@ def _model_v9_to_v10(checkpoint: Dict[str, Any]) -> None:
 
 
 def _model_v10_to_v11(checkpoint: Dict[str, Any]) -> None:
-    """v11 made tanh the edge embedding's nonlinearity
-    (``edge_embedding_activation``; v10 models keep SiLU) and added the optional
-    ZBL repulsion (``zbl``, off before)."""
-    hypers = checkpoint["model_data"]["model_hypers"]
-    hypers.setdefault("edge_embedding_activation", "SiLU")
-    hypers.setdefault("zbl", False)
+    """v11 added the optional ZBL repulsion (``zbl``); v10 models have none."""
+    checkpoint["model_data"]["model_hypers"].setdefault("zbl", False)
 
 
 MODEL_UPGRADES: Dict[int, Upgrade] = {

@@ -26,27 +26,16 @@ class EdgeEmbedding(torch.nn.Module):
     """A nonlinear embedding of every edge's (x, y, z, r), shared by all blocks,
     optionally averaged over the views of the edge's centre atom.
 
-    ``e_ij = sum_f w_f sigma(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]:
-    the only part of the network that reads directions, evaluated in every
+    ``e_ij = sum_f w_f SiLU(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]: the
+    only part of the network that reads directions, evaluated in every
     co-rotating frame F_f of atom i and averaged, so that the blocks that read
     ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
     views it is the same map in the lab frame (F = identity).
-
-    ``sigma`` is ``tanh`` or ``SiLU``. The backward pass of the forces needs,
-    per view, sigma's output (the weights' gradient) and whatever sigma's own
-    derivative reads: tanh's derivative ``1 - tanh^2`` reads the same output,
-    SiLU's reads its input, a second [n_views, max_neighbors, d] tensor.
     """
 
-    def __init__(self, width: int, activation: str = "tanh") -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        if activation not in ("tanh", "SiLU"):
-            raise ValueError(
-                f"edge_embedding_activation must be 'tanh' or 'SiLU', "
-                f"not {activation!r}"
-            )
         self.linear = torch.nn.Linear(4, width)
-        self.tanh = activation == "tanh"
 
     def forward(
         self,
@@ -66,15 +55,12 @@ class EdgeEmbedding(torch.nn.Module):
         :param weight: the views' weights w_f [n_views], one in sum per row.
         """
         if local is None:
-            return self._activation(self.linear(geometry))
+            return torch.nn.functional.silu(self.linear(geometry))
         assert rotation is not None and isotropic is not None and weight is not None
         per_view = self.linear(rotated_geometry(geometry, local, rotation, isotropic))
         return weighted_sum(
-            self._activation(per_view), local, weight, geometry.shape[0]
+            torch.nn.functional.silu(per_view), local, weight, geometry.shape[0]
         )
-
-    def _activation(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x) if self.tanh else torch.nn.functional.silu(x)
 
 
 def node_width(hypers: Dict) -> int:
