@@ -140,9 +140,8 @@ def accuracy_table(result: dict) -> list[str]:
             )
         lines.append(f"| {arch} | {len(runs)} | " + " | ".join(cells) + " |")
     for arch in archs[1:]:
-        ratios = [
-            f"{means[arch, key] / means['pet', key]:.2f}" for key, _ in ACCURACY_KEYS
-        ]
+        ratios = [means[arch, key] / means["pet", key] for key, _ in ACCURACY_KEYS]
+        ratios = [f"{r:.2f}" if np.isfinite(r) else "n/a" for r in ratios]
         lines.append(f"| {arch} / pet | | " + " | ".join(ratios) + " |")
     return lines
 
