@@ -32,7 +32,7 @@ from metatomic.torch import (
 )
 
 from ..modules.graph import systems_to_graph
-from ..modules.views import WeightedFrames, to_lab_frame
+from ..modules.views import WeightedFrames, to_lab_frame, weighted_sum
 from .frames import FrameBuilder
 from .outputs import log_dropped, probe_system, symmetrizable_outputs
 from .spherical import to_cartesian, to_spherical
@@ -283,9 +283,8 @@ def add_weighted(
     if bool(torch.any(fresh)):
         reference = reference.index_copy(0, row[fresh], values.detach()[fresh])
         references[key] = reference
-    shape = [-1] + [1] * (values.dim() - 1)
-    weighted = (values - reference[row]) * weight.to(values.dtype).reshape(shape)
-    sums[key] = sums[key].index_add(0, row, weighted)
+    spread = values - reference[row]
+    sums[key] = sums[key] + weighted_sum(spread, row, weight, n_rows)
 
 
 def weighted_rows(references: Dict[str, torch.Tensor], key: str) -> torch.Tensor:
