@@ -148,3 +148,13 @@ def test_version_10_upgrade_adds_no_repulsion():
     model = model_from_checkpoint(checkpoint, context="export")
     assert model.hypers["zbl"] is False
     assert len(model.additive_models) == 1
+
+
+def test_version_11_upgrade_keeps_the_silu_edge_embedding():
+    """v11 models were trained with a SiLU edge embedding; new models use ELU."""
+    path = REFERENCE.parent / "model-v11_trainer-v1.ckpt.gz"
+    with gzip.open(path, "rb") as file:
+        checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
+    model = model_from_checkpoint(checkpoint, context="export")
+    assert model.hypers["edge_embedding_activation"] == "SiLU"
+    assert not model.network.edge_embedding.elu

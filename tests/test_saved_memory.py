@@ -5,7 +5,9 @@ Token frames evaluate the edge embedding in every frame of every atom: its
 call on dense periodic cells, so each copy autograd keeps of them counts.
 """
 
+import pytest
 import torch
+from metatrain.utils.architectures import get_default_hypers
 
 from pet_metatrain.modules.block import EdgeEmbedding
 from pet_metatrain.modules.views import weighted_sum
@@ -36,10 +38,15 @@ def test_weighted_sum_does_not_keep_its_weighted_source():
     assert copies < 1.2 * values.numel() * values.element_size()
 
 
-def test_edge_embedding_keeps_two_copies_per_view():
+@pytest.mark.parametrize("activation, bound", [("ELU", 1.3), ("SiLU", 2.3)])
+def test_edge_embedding_copies_per_view(activation, bound):
+    """ELU (the default) keeps one [n_views, max_neighbors, d] copy per view:
+    its output, which its own derivative and the weights' gradient both read;
+    SiLU keeps its pre-activation as well. Both keep the (x', y', z', r) inputs
+    of the linear map (4/32 and 3/32 of a copy)."""
     torch.manual_seed(0)
     n_atoms, n_views, neighbors, width = 12, 240, 10, 32
-    embedding = EdgeEmbedding(width)
+    embedding = EdgeEmbedding(width, activation)
     geometry = torch.randn(n_atoms, neighbors, 4, requires_grad=True)
     local = torch.sort(torch.randint(0, n_atoms, (n_views,))).values
     rotation = torch.linalg.qr(torch.randn(n_views, 3, 3)).Q.requires_grad_()
@@ -48,6 +55,38 @@ def test_edge_embedding_keeps_two_copies_per_view():
     copies = saved_bytes(
         lambda: embedding(geometry, local, rotation, isotropic, weight)
     ) / (n_views * neighbors * width * 4)
-    # the SiLU's pre-activation and its output (for the weights' gradient),
-    # plus the (x', y', z', r) inputs of the linear map: 4/32 + 3/32 each
-    assert copies < 2.3
+    assert bound - 1.0 < copies < bound
+
+
+def test_elu_in_place_gives_elu_and_its_gradients():
+    """Applied in place on the linear map's output, ELU still differentiates
+    twice (training takes gradients of the forces) as the out-of-place one."""
+    torch.manual_seed(0)
+    embedding = EdgeEmbedding(8, "ELU").double()
+    geometry = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.elu(embedding.linear(x))
+
+    in_place = embedding(geometry, None, None, None, None)
+    assert torch.equal(in_place, reference(geometry))
+    gradient = torch.autograd.grad(in_place.pow(2).sum(), geometry, create_graph=True)
+    expected = torch.autograd.grad(
+        reference(geometry).pow(2).sum(), geometry, create_graph=True
+    )
+    assert torch.allclose(gradient[0], expected[0])
+    second = torch.autograd.grad(gradient[0].sum(), embedding.linear.weight)
+    assert torch.allclose(
+        second[0],
+        torch.autograd.grad(expected[0].sum(), embedding.linear.weight)[0],
+    )
+
+
+def test_default_edge_embedding_is_elu():
+    hypers = get_default_hypers("pet_ecse")["model"]
+    assert hypers["edge_embedding_activation"] == "ELU"
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="must be 'ELU' or 'SiLU'"):
+        EdgeEmbedding(8, "ReLU")

@@ -135,6 +135,13 @@ def _model_v10_to_v11(checkpoint: Dict[str, Any]) -> None:
     checkpoint["model_data"]["model_hypers"].setdefault("zbl", False)
 
 
+def _model_v11_to_v12(checkpoint: Dict[str, Any]) -> None:
+    """v12 made ELU the edge embedding's nonlinearity
+    (``edge_embedding_activation``); v11 models keep SiLU."""
+    hypers = checkpoint["model_data"]["model_hypers"]
+    hypers.setdefault("edge_embedding_activation", "SiLU")
+
+
 MODEL_UPGRADES: Dict[int, Upgrade] = {
     1: _model_v1_to_v2,
     2: _model_v2_to_v3,
@@ -146,6 +153,7 @@ MODEL_UPGRADES: Dict[int, Upgrade] = {
     8: _model_v8_to_v9,
     9: _model_v9_to_v10,
     10: _model_v10_to_v11,
+    11: _model_v11_to_v12,
 }
 TRAINER_UPGRADES: Dict[int, Upgrade] = {}
 

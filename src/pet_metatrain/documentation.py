@@ -171,11 +171,17 @@ class ModelHypers(TypedDict):
     idea as ``d_node`` in metatrain's ``pet``)."""
     d_edge_embedding: Optional[int] = 32
     """Width of a nonlinear embedding of every edge's (x, y, z, r), shared by the
-    blocks (``SiLU(A (x, y, z, r) + b)``). It is the one part of the network that
+    blocks (``ELU(A (x, y, z, r) + b)``). It is the one part of the network that
     reads directions, so ECSE's ``token`` frames evaluate it in every frame and
     average it, and the rest runs once. ``None`` feeds (x, y, z, r) to each
     block's linear geometry embedding (the paper, metatrain's ``pet``); ``token``
     frames then are not available."""
+    edge_embedding_activation: Literal["ELU", "SiLU"] = "ELU"
+    """Nonlinearity of the edge embedding. The forces' backward pass keeps the
+    embedding of every edge in every frame; ELU's derivative reads its own
+    output, which the frame weights' gradient keeps anyway, SiLU's needs its
+    input as well: with ``SiLU`` that part of the memory doubles (checkpoints
+    before model version 12 use ``SiLU``)."""
     angular_bias_order: int = 4
     """Degree of the angular bias of attention: every head adds
     ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges

@@ -26,16 +26,27 @@ class EdgeEmbedding(torch.nn.Module):
     """A nonlinear embedding of every edge's (x, y, z, r), shared by all blocks,
     optionally averaged over the views of the edge's centre atom.
 
-    ``e_ij = sum_f w_f SiLU(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]: the
-    only part of the network that reads directions, evaluated in every
+    ``e_ij = sum_f w_f sigma(A (r_ij F_f, |r_ij|) + b)`` [n, max_neighbors, d]:
+    the only part of the network that reads directions, evaluated in every
     co-rotating frame F_f of atom i and averaged, so that the blocks that read
     ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
     views it is the same map in the lab frame (F = identity).
+
+    ``sigma`` is ``ELU`` or ``SiLU``. The backward pass of the forces needs, per
+    view, sigma's output (the weights' gradient reads it) and whatever sigma's
+    own derivative reads. ELU, applied in place, keeps only its output (its
+    derivative is 1 above zero and ``ELU(x) + 1`` below); SiLU's derivative
+    reads its input, a second [n_views, max_neighbors, d] tensor.
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, activation: str = "ELU") -> None:
         super().__init__()
+        if activation not in ("ELU", "SiLU"):
+            raise ValueError(
+                f"edge_embedding_activation must be 'ELU' or 'SiLU', not {activation!r}"
+            )
         self.linear = torch.nn.Linear(4, width)
+        self.elu = activation == "ELU"
 
     def forward(
         self,
@@ -55,12 +66,18 @@ class EdgeEmbedding(torch.nn.Module):
         :param weight: the views' weights w_f [n_views], one in sum per row.
         """
         if local is None:
-            return torch.nn.functional.silu(self.linear(geometry))
+            return self._activation(self.linear(geometry))
         assert rotation is not None and isotropic is not None and weight is not None
         per_view = self.linear(rotated_geometry(geometry, local, rotation, isotropic))
         return weighted_sum(
-            torch.nn.functional.silu(per_view), local, weight, geometry.shape[0]
+            self._activation(per_view), local, weight, geometry.shape[0]
         )
+
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma of the fresh linear output ``x`` (ELU overwrites it)."""
+        if self.elu:
+            return torch.nn.functional.elu(x, inplace=True)
+        return torch.nn.functional.silu(x)
 
 
 def node_width(hypers: Dict) -> int:

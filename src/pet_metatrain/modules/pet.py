@@ -93,7 +93,9 @@ class PETNetwork(torch.nn.Module):
         d_edge = hypers.get("d_edge_embedding")
         self.edge_embedding: Optional[EdgeEmbedding] = None
         if d_edge is not None:
-            self.edge_embedding = EdgeEmbedding(int(d_edge))
+            self.edge_embedding = EdgeEmbedding(
+                int(d_edge), hypers["edge_embedding_activation"]
+            )
         self.d_edge = 4 if d_edge is None else int(d_edge)
         self.blocks = torch.nn.ModuleList(
             [
