@@ -5,9 +5,11 @@ Token frames evaluate the edge embedding in every frame of every atom: its
 call on dense periodic cells, so each copy autograd keeps of them counts.
 """
 
+import numpy as np
 import pytest
 import torch
 from metatrain.utils.architectures import get_default_hypers
+from models import make_model, rattled_ethanol
 
 from pet_metatrain.modules.block import EdgeEmbedding
 from pet_metatrain.modules.views import weighted_sum
@@ -90,3 +92,22 @@ def test_default_edge_embedding_is_elu():
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="must be 'ELU' or 'SiLU'"):
         EdgeEmbedding(8, "ReLU")
+
+
+def test_exported_elu_embedding_answers_repeated_calls(tmp_path):
+    """TorchScript optimizes an export after its first calls (differentiable
+    subgraphs), and refuses in-place ops on views there: the in-place ELU must
+    act on a fresh tensor, in every call an engine makes."""
+    from metatomic_ase import MetatomicCalculator
+
+    model = make_model(frames="token")
+    assert model.network.edge_embedding.elu
+    path = tmp_path / "model.pt"
+    model.export().save(str(path))
+    calculator = MetatomicCalculator(str(path), device="cpu")
+    atoms = rattled_ethanol()
+    atoms.calc = calculator
+    first = atoms.get_forces()
+    for _ in range(4):
+        calculator.reset()
+        assert np.allclose(atoms.get_forces(), first, atol=1e-10)

@@ -66,18 +66,25 @@ class EdgeEmbedding(torch.nn.Module):
         :param weight: the views' weights w_f [n_views], one in sum per row.
         """
         if local is None:
-            return self._activation(self.linear(geometry))
+            return self._embed(geometry)
         assert rotation is not None and isotropic is not None and weight is not None
-        per_view = self.linear(rotated_geometry(geometry, local, rotation, isotropic))
-        return weighted_sum(
-            self._activation(per_view), local, weight, geometry.shape[0]
-        )
+        per_view = self._embed(rotated_geometry(geometry, local, rotation, isotropic))
+        return weighted_sum(per_view, local, weight, geometry.shape[0])
 
-    def _activation(self, x: torch.Tensor) -> torch.Tensor:
-        """sigma of the fresh linear output ``x`` (ELU overwrites it)."""
+    def _embed(self, geometry: torch.Tensor) -> torch.Tensor:
+        """``sigma(A g + b)`` [..., d] of ``geometry`` [..., 4].
+
+        The linear map runs on the rows as a matrix, so that its output is a
+        fresh tensor, not a view: ELU overwrites it in place, which autograd
+        (TorchScript's differentiable graphs included) refuses on views."""
+        rows = torch.nn.functional.linear(
+            geometry.reshape(-1, 4), self.linear.weight, self.linear.bias
+        )
         if self.elu:
-            return torch.nn.functional.elu(x, inplace=True)
-        return torch.nn.functional.silu(x)
+            rows = torch.nn.functional.elu(rows, inplace=True)
+        else:
+            rows = torch.nn.functional.silu(rows)
+        return rows.reshape(list(geometry.shape[:-1]) + [-1])
 
 
 def node_width(hypers: Dict) -> int:
