@@ -151,7 +151,7 @@ def test_version_10_upgrade_adds_no_repulsion():
 
 
 def test_version_11_upgrade_keeps_the_silu_edge_embedding():
-    """v11 models were trained with a SiLU edge embedding; new models use ELU."""
+    """v11 models were trained with a SiLU edge embedding, the only one then."""
     path = REFERENCE.parent / "model-v11_trainer-v1.ckpt.gz"
     with gzip.open(path, "rb") as file:
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))

@@ -42,10 +42,10 @@ def test_weighted_sum_does_not_keep_its_weighted_source():
 
 @pytest.mark.parametrize("activation, bound", [("ELU", 1.3), ("SiLU", 2.3)])
 def test_edge_embedding_copies_per_view(activation, bound):
-    """ELU (the default) keeps one [n_views, max_neighbors, d] copy per view:
-    its output, which its own derivative and the weights' gradient both read;
-    SiLU keeps its pre-activation as well. Both keep the (x', y', z', r) inputs
-    of the linear map (4/32 and 3/32 of a copy)."""
+    """ELU keeps one [n_views, max_neighbors, d] copy per view: its output,
+    which its own derivative and the weights' gradient both read; SiLU (the
+    default) keeps its pre-activation as well. Both keep the (x', y', z', r)
+    inputs of the linear map (4/32 and 3/32 of a copy)."""
     torch.manual_seed(0)
     n_atoms, n_views, neighbors, width = 12, 240, 10, 32
     embedding = EdgeEmbedding(width, activation)
@@ -84,9 +84,9 @@ def test_elu_in_place_gives_elu_and_its_gradients():
     )
 
 
-def test_default_edge_embedding_is_elu():
+def test_default_edge_embedding_is_silu():
     hypers = get_default_hypers("pet_ecse")["model"]
-    assert hypers["edge_embedding_activation"] == "ELU"
+    assert hypers["edge_embedding_activation"] == "SiLU"
 
 
 def test_unknown_activation_is_refused():
@@ -100,7 +100,7 @@ def test_exported_elu_embedding_answers_repeated_calls(tmp_path):
     act on a fresh tensor, in every call an engine makes."""
     from metatomic_ase import MetatomicCalculator
 
-    model = make_model(frames="token")
+    model = make_model(frames="token", edge_embedding_activation="ELU")
     assert model.network.edge_embedding.elu
     path = tmp_path / "model.pt"
     model.export().save(str(path))

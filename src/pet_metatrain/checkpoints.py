@@ -136,8 +136,8 @@ def _model_v10_to_v11(checkpoint: Dict[str, Any]) -> None:
 
 
 def _model_v11_to_v12(checkpoint: Dict[str, Any]) -> None:
-    """v12 made ELU the edge embedding's nonlinearity
-    (``edge_embedding_activation``); v11 models keep SiLU."""
+    """v12 made the edge embedding's nonlinearity a choice
+    (``edge_embedding_activation``); v11 models have SiLU."""
     hypers = checkpoint["model_data"]["model_hypers"]
     hypers.setdefault("edge_embedding_activation", "SiLU")
 

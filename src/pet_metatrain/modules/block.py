@@ -32,14 +32,14 @@ class EdgeEmbedding(torch.nn.Module):
     ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
     views it is the same map in the lab frame (F = identity).
 
-    ``sigma`` is ``ELU`` or ``SiLU``. The backward pass of the forces needs, per
-    view, sigma's output (the weights' gradient reads it) and whatever sigma's
-    own derivative reads. ELU, applied in place, keeps only its output (its
-    derivative is 1 above zero and ``ELU(x) + 1`` below); SiLU's derivative
-    reads its input, a second [n_views, max_neighbors, d] tensor.
+    ``sigma`` is ``SiLU`` (the default) or ``ELU``. The backward pass of the
+    forces needs, per view, sigma's output (the weights' gradient reads it) and
+    whatever sigma's own derivative reads. ELU, applied in place, keeps only its
+    output (its derivative is 1 above zero and ``ELU(x) + 1`` below); SiLU's
+    derivative reads its input, a second [n_views, max_neighbors, d] tensor.
     """
 
-    def __init__(self, width: int, activation: str = "ELU") -> None:
+    def __init__(self, width: int, activation: str = "SiLU") -> None:
         super().__init__()
         if activation not in ("ELU", "SiLU"):
             raise ValueError(
