@@ -157,4 +157,4 @@ def test_version_11_upgrade_keeps_the_silu_edge_embedding():
         checkpoint = PETECSE.upgrade_checkpoint(torch.load(file, weights_only=False))
     model = model_from_checkpoint(checkpoint, context="export")
     assert model.hypers["edge_embedding_activation"] == "SiLU"
-    assert not model.network.edge_embedding.elu
+    assert model.network.edge_embedding.activation == "SiLU"

@@ -176,15 +176,16 @@ class ModelHypers(TypedDict):
     average it, and the rest runs once. ``None`` feeds (x, y, z, r) to each
     block's linear geometry embedding (the paper, metatrain's ``pet``); ``token``
     frames then are not available."""
-    edge_embedding_activation: Literal["SiLU", "ELU"] = "SiLU"
+    edge_embedding_activation: Literal["SiLU", "expm1", "ELU"] = "SiLU"
     """Nonlinearity of the edge embedding. The forces' backward pass keeps the
     embedding of every edge in every frame: SiLU keeps it twice (its derivative
-    reads its input, the frame weights' gradient its output), ELU once (its
-    derivative reads its own output). ``ELU`` cuts the memory of an energy +
-    forces call on bcc Mo from 2.2-2.4x ``pet``'s bytes to 1.65-1.76x, for large
-    cells on a GPU, but it learns dense solids less well (mlearn Mo, 3 seeds:
-    force MAE 1.23x SiLU's; ethanol 0.86x). Our reading: ELU is linear above
-    zero, where the average over frames keeps little of the directions."""
+    reads its input, the frame weights' gradient its output); ``expm1``
+    (``exp(x) - 1``) and ``ELU`` once (their derivatives read their own output),
+    which cuts the memory of an energy + forces call on bcc Mo from 2.2-2.4x
+    ``pet``'s bytes to 1.65-1.76x, for large cells on a GPU. ELU learns dense
+    solids less well (mlearn Mo, 3 seeds: force MAE 1.23x SiLU's; ethanol
+    0.86x); our reading: it is linear above zero, where the average over frames
+    keeps little of the directions. ``expm1`` is curved everywhere, as SiLU."""
     angular_bias_order: int = 4
     """Degree of the angular bias of attention: every head adds
     ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges

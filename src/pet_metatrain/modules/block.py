@@ -21,6 +21,9 @@ import torch
 from .transformer import Transformer
 from .views import weighted_sum
 
+EDGE_ACTIVATIONS = ("SiLU", "expm1", "ELU")
+"""Nonlinearities of :class:`EdgeEmbedding` (``edge_embedding_activation``)."""
+
 
 class EdgeEmbedding(torch.nn.Module):
     """A nonlinear embedding of every edge's (x, y, z, r), shared by all blocks,
@@ -32,21 +35,23 @@ class EdgeEmbedding(torch.nn.Module):
     ``e_ij`` are exactly rotation invariant (ECSE's ``token`` frames). Without
     views it is the same map in the lab frame (F = identity).
 
-    ``sigma`` is ``SiLU`` (the default) or ``ELU``. The backward pass of the
-    forces needs, per view, sigma's output (the weights' gradient reads it) and
-    whatever sigma's own derivative reads. ELU, applied in place, keeps only its
-    output (its derivative is 1 above zero and ``ELU(x) + 1`` below); SiLU's
-    derivative reads its input, a second [n_views, max_neighbors, d] tensor.
+    ``sigma`` is one of :data:`EDGE_ACTIVATIONS`. The backward pass of the forces
+    needs, per view, sigma's output (the weights' gradient reads it) and whatever
+    sigma's own derivative reads: ``SiLU``'s reads its input, a second
+    [n_views, max_neighbors, d] tensor; ``expm1`` (``exp(x) - 1``, derivative
+    ``expm1(x) + 1``) and ``ELU`` (applied in place; derivative 1 above zero,
+    ``ELU(x) + 1`` below) read their own output, so they keep one.
     """
 
     def __init__(self, width: int, activation: str = "SiLU") -> None:
         super().__init__()
-        if activation not in ("ELU", "SiLU"):
+        if activation not in EDGE_ACTIVATIONS:
             raise ValueError(
-                f"edge_embedding_activation must be 'ELU' or 'SiLU', not {activation!r}"
+                f"edge_embedding_activation must be one of {EDGE_ACTIVATIONS}, "
+                f"not {activation!r}"
             )
         self.linear = torch.nn.Linear(4, width)
-        self.elu = activation == "ELU"
+        self.activation = activation
 
     def forward(
         self,
@@ -80,7 +85,9 @@ class EdgeEmbedding(torch.nn.Module):
         rows = torch.nn.functional.linear(
             geometry.reshape(-1, 4), self.linear.weight, self.linear.bias
         )
-        if self.elu:
+        if self.activation == "expm1":
+            rows = torch.expm1(rows)
+        elif self.activation == "ELU":
             rows = torch.nn.functional.elu(rows, inplace=True)
         else:
             rows = torch.nn.functional.silu(rows)
