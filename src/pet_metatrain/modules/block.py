@@ -91,7 +91,7 @@ class EdgeEmbedding(torch.nn.Module):
             rows = torch.nn.functional.elu(rows, inplace=True)
         else:
             rows = torch.nn.functional.silu(rows)
-        return rows.reshape(list(geometry.shape[:-1]) + [-1])
+        return rows.reshape(list(geometry.shape[:-1]) + [rows.shape[1]])
 
 
 def node_width(hypers: Dict) -> int:
