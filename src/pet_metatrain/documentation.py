@@ -185,7 +185,8 @@ class ModelHypers(TypedDict):
     ``pet``'s bytes to 1.65-1.76x, for large cells on a GPU. ELU learns dense
     solids less well (mlearn Mo, 3 seeds: force MAE 1.23x SiLU's; ethanol
     0.86x); our reading: it is linear above zero, where the average over frames
-    keeps little of the directions. ``expm1`` is curved everywhere, as SiLU."""
+    keeps little of the directions. ``expm1`` is curved everywhere: in a first
+    trial (3 seeds) mlearn Mo force MAE 0.88x SiLU's, ethanol 0.81x."""
     angular_bias_order: int = 4
     """Degree of the angular bias of attention: every head adds
     ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges
