@@ -171,22 +171,23 @@ class ModelHypers(TypedDict):
     idea as ``d_node`` in metatrain's ``pet``)."""
     d_edge_embedding: Optional[int] = 32
     """Width of a nonlinear embedding of every edge's (x, y, z, r), shared by the
-    blocks (``SiLU(A (x, y, z, r) + b)``). It is the one part of the network that
-    reads directions, so ECSE's ``token`` frames evaluate it in every frame and
-    average it, and the rest runs once. ``None`` feeds (x, y, z, r) to each
-    block's linear geometry embedding (the paper, metatrain's ``pet``); ``token``
-    frames then are not available."""
-    edge_embedding_activation: Literal["SiLU", "expm1", "ELU"] = "SiLU"
+    blocks (``expm1(A (x, y, z, r) + b)``, see ``edge_embedding_activation``).
+    It is the one part of the network that reads directions, so ECSE's ``token``
+    frames evaluate it in every frame and average it, and the rest runs once.
+    ``None`` feeds (x, y, z, r) to each block's linear geometry embedding (the
+    paper, metatrain's ``pet``); ``token`` frames then are not available."""
+    edge_embedding_activation: Literal["expm1", "SiLU", "ELU"] = "expm1"
     """Nonlinearity of the edge embedding. The forces' backward pass keeps the
-    embedding of every edge in every frame: SiLU keeps it twice (its derivative
-    reads its input, the frame weights' gradient its output); ``expm1``
-    (``exp(x) - 1``) and ``ELU`` once (their derivatives read their own output),
-    which cuts the memory of an energy + forces call on bcc Mo from 2.2-2.4x
-    ``pet``'s bytes to 1.65-1.76x, for large cells on a GPU. ELU learns dense
-    solids less well (mlearn Mo, 3 seeds: force MAE 1.23x SiLU's; ethanol
-    0.86x); our reading: it is linear above zero, where the average over frames
-    keeps little of the directions. ``expm1`` is curved everywhere: in a first
-    trial (3 seeds) mlearn Mo force MAE 0.88x SiLU's, ethanol 0.81x."""
+    embedding of every edge in every frame: ``expm1`` (``exp(x) - 1``, the
+    default) and ``ELU`` keep it once (their derivatives read their own output),
+    ``SiLU`` twice (its derivative reads its input, the frame weights' gradient
+    its output): 1.65-1.76x ``pet``'s bytes for an energy + forces call on bcc Mo
+    against SiLU's 2.2-2.4x. ``expm1`` is curved everywhere and learns best
+    (3 seeds each, force MAE against SiLU's: mlearn Mo 0.88x, Ge 0.76x, ethanol
+    0.81x); its inputs are bounded by the cutoff. ELU learns dense solids less
+    well (mlearn Mo 1.23x SiLU's): it is linear above zero, where the average
+    over frames keeps little of the directions. ``SiLU`` is the embedding of
+    model versions up to 11, which keep it."""
     angular_bias_order: int = 4
     """Degree of the angular bias of attention: every head adds
     ``sum_l c_l P_l(cos theta_jk)``, l = 1..order, to its score between the edges

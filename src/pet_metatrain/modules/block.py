@@ -21,7 +21,7 @@ import torch
 from .transformer import Transformer
 from .views import weighted_sum
 
-EDGE_ACTIVATIONS = ("SiLU", "expm1", "ELU")
+EDGE_ACTIVATIONS = ("expm1", "SiLU", "ELU")
 """Nonlinearities of :class:`EdgeEmbedding` (``edge_embedding_activation``)."""
 
 
@@ -43,7 +43,7 @@ class EdgeEmbedding(torch.nn.Module):
     ``ELU(x) + 1`` below) read their own output, so they keep one.
     """
 
-    def __init__(self, width: int, activation: str = "SiLU") -> None:
+    def __init__(self, width: int, activation: str = "expm1") -> None:
         super().__init__()
         if activation not in EDGE_ACTIVATIONS:
             raise ValueError(
