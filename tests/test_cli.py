@@ -287,6 +287,19 @@ def test_missing_target_key(data, tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_diverging_training_stops_with_a_clear_error(data, tmp_path):
+    """A learning rate far too large overflows the predictions: training stops
+    at the first non-finite loss instead of training NaN weights to the end."""
+    shutil.copy(data, tmp_path / "data.xyz")
+    write_options(tmp_path, options(learning_rate=1e30))
+    result = mtt(tmp_path, "train", "options.yaml", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert re.search(r"the training loss became (nan|-?inf) in epoch 0", output)
+    assert "Lower `learning_rate`" in output
+    assert not (tmp_path / "model.pt").exists()
+
+
 def test_unknown_atomic_type(trained):
     atoms = ase.build.bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.calc = calculator(trained / "model.pt")

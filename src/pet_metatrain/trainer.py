@@ -3,6 +3,7 @@ composition baseline, scaling, O(3) augmentation, distributed training)."""
 
 import copy
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union, cast
 
@@ -54,6 +55,22 @@ from .optimization import make_optimizer, warmup_cosine_schedule
 from .training_data import check_no_empty_structures, without_log_messages
 
 INTERRUPTED_CHECKPOINT = "model_interrupted.ckpt"
+
+
+def check_finite_loss(value: float, epoch: int, checkpoint_dir: Path) -> None:
+    """Stop training with a one-line error when the loss is not finite.
+
+    Once the loss is NaN or infinite, the optimizer step writes NaN into the
+    weights and every later epoch trains nothing. All ranks of a distributed
+    training see the same (all-reduced) loss, so they stop together."""
+    if not math.isfinite(value):
+        raise RuntimeError(
+            f"the training loss became {value} in epoch {epoch}: the model's "
+            "predictions overflowed (usually a learning rate too large for the "
+            "data, or non-finite energies, forces or positions in the training "
+            "set). Lower `learning_rate` in the options and train again; the "
+            f"checkpoints of finished epochs are in {checkpoint_dir}"
+        )
 
 
 def _init_process_group(device: torch.device, port: int) -> tuple:
@@ -228,6 +245,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     optimizer=optimizer,
                     scheduler=scheduler,
                     stop=stop,
+                    epoch=epoch,
                 )
                 if train_info is None:  # stopped within the epoch
                     self._stop(stop, raw_model, optimizer, scheduler, epoch - 1, rank)
@@ -409,10 +427,12 @@ class Trainer(TrainerInterface[TrainerHypers]):
         optimizer: Optional[torch.optim.Optimizer] = None,
         scheduler: Optional[LambdaLR] = None,
         stop: Optional[StopRequests] = None,
+        epoch: int = 0,
     ) -> Optional[Dict[str, float]]:
         """One pass over ``dataloader``; trains when an optimizer is given.
         Returns the loss and the RMSE/MAE metrics in the targets' units, or None
-        where ``stop`` asked to stop after a step."""
+        where ``stop`` asked to stop after a step. A training loss that is not
+        finite stops training (:func:`check_finite_loss`)."""
         training = optimizer is not None
         raw_model = model.module if is_distributed else model
         raw_model.set_phase("train" if training else "validate")
@@ -463,7 +483,10 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     return None
             if is_distributed:
                 torch.distributed.all_reduce(loss)
-            total_loss += loss.item()
+            value = loss.item()
+            if training:
+                check_finite_loss(value, epoch, self._checkpoint_dir)
+            total_loss += value
 
             scaled_predictions, scaled_targets = (
                 raw_model.scaler.apply_scales(
