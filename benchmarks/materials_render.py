@@ -54,10 +54,14 @@ def cost_table(result: dict) -> list[str]:
         f"Energy + forces through metatomic's ASE calculator, {where}, medians of "
         f"round-robin rounds; untrained default models (torch {result['torch']}). "
         "Memory: peak resident memory of a second energy + forces call in a fresh "
-        "process, as growth over the process before it (total peak in brackets). "
-        "Saved MB: what autograd keeps for the backward pass of the forces (the "
-        "same on every device)."
+        "process, as growth over the process before it (total peak in brackets)."
     )
+    saved = all("saved_bytes" in v for r in rows for v in r["memory"].values())
+    if saved:
+        caption += (
+            " Saved MB: what autograd keeps for the backward pass of the forces "
+            "(the same on every device)."
+        )
     if gpu_memory:
         caption += (
             " GPU MB: the same for the GPU memory handed out by torch's caching "
@@ -67,7 +71,6 @@ def cost_table(result: dict) -> list[str]:
         "| system | atoms | pet ms | pet_ecse ms | cost ratio | ms per atom, pet_ecse "
         "| pet MB | pet_ecse MB | memory ratio "
     )
-    saved = all("saved_bytes" in v for r in rows for v in r["memory"].values())
     if saved:
         header += "| pet saved MB | pet_ecse saved MB | saved ratio "
     if gpu_memory:
