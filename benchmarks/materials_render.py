@@ -153,7 +153,8 @@ def nve_table(result: dict) -> list[str]:
     lines = [
         f"{result['element']} ({result['atoms']} atoms): velocity Verlet, "
         f"{result['timestep_fs']} fs, {result['steps']} steps "
-        f"({result['steps'] * result['timestep_fs'] / 1000:g} ps), 300 K start, "
+        f"({result['steps'] * result['timestep_fs'] / 1000:g} ps), "
+        f"{result.get('temperature_k', 300):g} K start, "
         + result.get("models", "the seed-1 models of the accuracy runs")
         + ".",
         "",

@@ -1,9 +1,10 @@
 """Energy conservation (NVE) of exported models on a periodic DFT cell.
 
-Runs velocity Verlet (300 K Maxwell-Boltzmann start, fixed seed) with each given
-exported model on one structure (by default the first of the largest cells of an
-mlearn test set), through metatomic's ASE calculator, and records the total
-energy: the largest excursion from the start and the fitted drift per ps and atom.
+Runs velocity Verlet (Maxwell-Boltzmann start at ``--temperature``, 300 K by
+default, fixed seed) with each given exported model on one structure (by default
+the first of the largest cells of an mlearn test set), through metatomic's ASE
+calculator, and records the total energy: the largest excursion from the start
+and the fitted drift per ps and atom.
 Writes JSON (rendered by ``materials_render.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/nve_materials.py pet=pet/model.pt \\
@@ -28,16 +29,25 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
 
 def nve_run(
-    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float, observe
+    model: str,
+    atoms: ase.Atoms,
+    steps: int,
+    timestep_fs: float,
+    observe,
+    temperature_k: float = 300.0,
 ) -> list:
     """``observe(atoms)`` at the start and after every step of a velocity Verlet
-    run of ``atoms`` with the exported ``model`` (300 K start, fixed seed)."""
+    run of ``atoms`` with the exported ``model`` (Maxwell-Boltzmann start at
+    ``temperature_k``, fixed seed)."""
     from metatomic_ase import MetatomicCalculator
 
     atoms = atoms.copy()
     atoms.calc = MetatomicCalculator(model, device="cpu", check_consistency=False)
     MaxwellBoltzmannDistribution(
-        atoms, temperature_K=300, rng=np.random.default_rng(0), force_temp=True
+        atoms,
+        temperature_K=temperature_k,
+        rng=np.random.default_rng(0),
+        force_temp=True,
     )
     observed = [observe(atoms)]
     dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
@@ -47,11 +57,22 @@ def nve_run(
 
 
 def total_energies(
-    model: str, atoms: ase.Atoms, steps: int, timestep_fs: float
+    model: str,
+    atoms: ase.Atoms,
+    steps: int,
+    timestep_fs: float,
+    temperature_k: float = 300.0,
 ) -> np.ndarray:
     """Total energy [steps + 1] along an NVE trajectory of ``atoms``."""
     return np.array(
-        nve_run(model, atoms, steps, timestep_fs, lambda a: a.get_total_energy())
+        nve_run(
+            model,
+            atoms,
+            steps,
+            timestep_fs,
+            lambda a: a.get_total_energy(),
+            temperature_k,
+        )
     )
 
 
@@ -62,6 +83,7 @@ def main() -> None:
     parser.add_argument("--structure", help="extxyz file (first frame) instead")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("-o", "--output", default="nve.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -75,7 +97,9 @@ def main() -> None:
     rows = []
     for item in args.models:
         name, path = item.split("=", 1)
-        energies = total_energies(path, atoms, args.steps, args.timestep)
+        energies = total_energies(
+            path, atoms, args.steps, args.timestep, args.temperature
+        )
         times_ps = np.arange(len(energies)) * args.timestep * 1e-3
         slope = np.polyfit(times_ps, energies, 1)[0]
         rows.append(
@@ -91,6 +115,7 @@ def main() -> None:
         "atoms": len(atoms),
         "steps": args.steps,
         "timestep_fs": args.timestep,
+        "temperature_k": args.temperature,
         "runs": rows,
     }
     Path(args.output).write_text(json.dumps(result, indent=1))
