@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         "--frame-cutoff",
         type=float,
         help="radius for frames (default: the model's largest neighbour-list "
-        "cutoff, at most 10)",
+        "cutoff, at most --max-outer-cutoff)",
     )
     _add_protocol_options(symmetrize)
 

@@ -332,7 +332,7 @@ def symmetrize_model(
     others are dropped with a logged warning.
 
     ``frame_cutoff`` (default: the largest neighbour-list cutoff the model
-    requests, at most 10) bounds where frames are looked for.
+    requests, at most ``max_outer_cutoff``) bounds where frames are looked for.
     """
     capabilities = model.capabilities()
     if "energy" not in capabilities.outputs:
@@ -344,7 +344,9 @@ def symmetrize_model(
     requested = list(model.requested_neighbor_lists())
     if frame_cutoff is None:
         cutoffs = [options.cutoff for options in requested] or [5.0]
-        frame_cutoff = min(max(cutoffs), 10.0)
+        frame_cutoff = min(max(cutoffs), float(symmetrization["max_outer_cutoff"]))
+    # an explicit frame_cutoff is the radius, whatever the block's bound
+    symmetrization = dict(symmetrization, max_outer_cutoff=frame_cutoff)
     dtype = {"float32": torch.float32, "float64": torch.float64}[capabilities.dtype]
     copies = []
     for options in requested:
