@@ -70,11 +70,13 @@ class SymmetrizationHypers(TypedDict):
     and the adaptive inner cutoff are looked for; the model cutoff if smaller.
     The soft inner cutoff (``beta`` 1, token frames) is a weighted average over
     the neighbour pairs inside this radius, so it moves outwards as the radius
-    takes in more pairs: bcc Mo has 162 token frames per atom within 4.5-5 A,
-    600 within 6 and 3095 within 8 (a training step on four 53-atom cells took
-    12.5 GB at cutoff 8). The bound keeps frames, their cost and memory those of
-    a 5 A neighbourhood whatever the model cutoff (models with cutoff 4.5, the
-    default, are unchanged; checkpoints keep the bound they were trained with)."""
+    takes in more pairs: a rattled 64-atom bcc Mo cell has 168 token frames per
+    atom within 4.5 A, 624 within 6 and 3178 within 8, where an energy + forces
+    call took 20 s and 5.6 GB against ``pet``'s 1.1 s and 1.2 GB
+    (benchmarks/cutoff_scaling.py). The bound keeps the frames of a 5 A
+    neighbourhood whatever the model cutoff (cutoff 8: 1.8 s and 1.7 GB; models
+    with cutoff 4.5, the default, are unchanged; checkpoints keep the bound they
+    were trained with)."""
     beta: Optional[float] = None
     """Sharpness (inverse length) of the smooth minimum defining the adaptive
     inner cutoff (``None``: 5 for ``structure`` and ``atom`` frames, 1 for
