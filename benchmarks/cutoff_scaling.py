@@ -33,6 +33,7 @@ from metatrain.utils.neighbor_lists import (
     get_requested_neighbor_lists,
     get_system_with_neighbor_lists,
 )
+from speed_frames import _builder_inputs as builder_inputs
 
 from pet_metatrain import PETECSE
 from pet_metatrain.modules.graph import systems_to_graph
@@ -63,18 +64,10 @@ def frames_per_atom(model: PETECSE) -> float:
     system = systems_to_torch(structure(CELL), dtype=torch.float64)
     system = get_system_with_neighbor_lists(system, get_requested_neighbor_lists(model))
     graph = systems_to_graph([system], model.requested_nl)
-    n_atoms = graph.species.shape[0]
     builder = model.symmetrization.frame_builder.double()
     with torch.no_grad():
-        frames = builder(
-            graph.edge_vectors,
-            graph.distances,
-            graph.mask,
-            torch.arange(n_atoms),
-            n_atoms,
-            graph.neighbor_species,
-        )
-    return frames.group.shape[0] / n_atoms
+        frames = builder(*builder_inputs(graph))
+    return frames.group.shape[0] / graph.species.shape[0]
 
 
 def main() -> None:

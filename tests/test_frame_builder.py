@@ -28,9 +28,12 @@ def cell() -> ase.Atoms:
     return diamond_cell(a=3.6, seed=4)
 
 
-def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
-    """Per-atom frames of ``atoms`` with a small model's frame builder."""
-    model = make_model(frames="atom")
+def per_atom_frames(
+    atoms: ase.Atoms, frames: str = "atom", cutoff: float = 4.0, **symmetrization
+) -> WeightedFrames:
+    """Per-atom ``frames`` (atom or token) of ``atoms`` with the frame builder of
+    a small model of ``cutoff``."""
+    model = make_model(frames=frames, cutoff=cutoff)
     model.set_symmetrization({**model.hypers["symmetrization"], **symmetrization})
     graph = graph_of(model, atoms)
     n_atoms = len(atoms)
@@ -42,6 +45,10 @@ def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
         n_atoms,
         graph.neighbor_species,
     )
+
+
+def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
+    return per_atom_frames(atoms, "atom", **symmetrization)
 
 
 @pytest.mark.parametrize("structure", [ethanol, cell])
@@ -253,22 +260,6 @@ def test_token_frames_inner_cutoff_follows_a_bending_pair_gently():
     assert soft < sharp / 3, (soft, sharp)
 
 
-def token_frames(atoms: ase.Atoms, cutoff: float, **symmetrization) -> WeightedFrames:
-    """Per-atom token frames of ``atoms`` with a small model of ``cutoff``."""
-    model = make_model(frames="token", cutoff=cutoff)
-    model.set_symmetrization({**model.hypers["symmetrization"], **symmetrization})
-    graph = graph_of(model, atoms)
-    n_atoms = len(atoms)
-    return model.symmetrization.frame_builder(
-        graph.edge_vectors,
-        graph.distances,
-        graph.mask,
-        torch.arange(n_atoms),
-        n_atoms,
-        graph.neighbor_species,
-    )
-
-
 def test_token_frames_do_not_grow_with_the_model_cutoff():
     """The soft inner cutoff averages over the neighbour pairs within
     ``max_outer_cutoff``, so a wider radius moves it outwards and multiplies the
@@ -276,11 +267,11 @@ def test_token_frames_do_not_grow_with_the_model_cutoff():
     gives a model of cutoff 7 the frames of one of cutoff 5."""
     atoms = ase.build.bulk("Mo", "bcc", 3.16, cubic=True).repeat((2, 2, 2))
     atoms.positions += np.random.default_rng(0).normal(0, 0.05, (len(atoms), 3))
-    near = token_frames(atoms, cutoff=5.0)
-    far = token_frames(atoms, cutoff=7.0)
+    near = per_atom_frames(atoms, "token", cutoff=5.0)
+    far = per_atom_frames(atoms, "token", cutoff=7.0)
     assert far.group.shape == near.group.shape
     torch.testing.assert_close(
         torch.sort(far.weight).values, torch.sort(near.weight).values
     )
-    unbounded = token_frames(atoms, cutoff=7.0, max_outer_cutoff=10.0)
+    unbounded = per_atom_frames(atoms, "token", cutoff=7.0, max_outer_cutoff=10.0)
     assert unbounded.group.shape[0] > 2 * near.group.shape[0]
