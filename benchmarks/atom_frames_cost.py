@@ -13,20 +13,13 @@ on ethanol and the first test cell of mlearn's Ge and Mo sets. Writes JSON.
 """
 
 import argparse
-import copy
 import json
 import tempfile
 from pathlib import Path
 
 import ase.io
 import torch
-from materials_measure import structure, time_round_robin
-from metatrain.pet import PET
-from metatrain.utils.architectures import get_default_hypers
-from metatrain.utils.data import DatasetInfo
-from metatrain.utils.data.target_info import get_energy_target_info
-
-from pet_metatrain import PETECSE
+from materials_measure import default_model, structure, time_round_robin
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 SETTINGS = {
@@ -37,21 +30,16 @@ SETTINGS = {
 
 def export(settings: dict | None, types: list[int], path: Path) -> str:
     """``pet`` (``settings`` None) or ``pet_ecse`` with ``atom`` frames."""
-    target = get_energy_target_info(
-        "energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True
-    )
-    info = DatasetInfo(
-        length_unit="angstrom", atomic_types=types, targets={"energy": target}
-    )
-    name = "pet" if settings is None else "pet_ecse"
-    hypers = copy.deepcopy(get_default_hypers(name)["model"])
-    hypers["cutoff"] = 4.5
-    if settings is not None:
-        hypers["d_edge_embedding"] = None
-        hypers["symmetrization"].update({"frames": "atom", **settings})
-    torch.manual_seed(0)
-    model = (PET if settings is None else PETECSE)(hypers, info)
-    model.eval().export().save(str(path))
+    if settings is None:
+        model = default_model("pet", types)
+    else:
+        model = default_model(
+            "pet_ecse",
+            types,
+            model={"d_edge_embedding": None},
+            symmetrization={"frames": "atom", **settings},
+        )
+    model.export().save(str(path))
     return str(path)
 
 

@@ -17,18 +17,18 @@ recorded as such and not timed. Writes JSON.
 """
 
 import argparse
-import copy
 import json
 import tempfile
 from pathlib import Path
 
 import torch
-from materials_measure import memory_in_fresh_process, structure, time_round_robin
+from materials_measure import (
+    default_model,
+    memory_in_fresh_process,
+    structure,
+    time_round_robin,
+)
 from metatomic.torch import systems_to_torch
-from metatrain.pet import PET
-from metatrain.utils.architectures import get_default_hypers
-from metatrain.utils.data import DatasetInfo
-from metatrain.utils.data.target_info import get_energy_target_info
 from metatrain.utils.neighbor_lists import (
     get_requested_neighbor_lists,
     get_system_with_neighbor_lists,
@@ -44,19 +44,11 @@ MODELS = {"pet": None, "pet_ecse": 5.0, "pet_ecse, frames within 10 A": 10.0}
 
 def build(outer: float | None, cutoff: float) -> torch.nn.Module:
     """``pet`` (``outer`` None) or ``pet_ecse`` with frames within ``outer``."""
-    target = get_energy_target_info(
-        "energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True
+    if outer is None:
+        return default_model("pet", [42], cutoff)
+    return default_model(
+        "pet_ecse", [42], cutoff, symmetrization={"max_outer_cutoff": outer}
     )
-    info = DatasetInfo(
-        length_unit="angstrom", atomic_types=[42], targets={"energy": target}
-    )
-    name = "pet" if outer is None else "pet_ecse"
-    hypers = copy.deepcopy(get_default_hypers(name)["model"])
-    hypers["cutoff"] = cutoff
-    if outer is not None:
-        hypers["symmetrization"]["max_outer_cutoff"] = outer
-    torch.manual_seed(0)
-    return (PET if outer is None else PETECSE)(hypers, info).eval()
 
 
 def frames_per_atom(model: PETECSE) -> float:
@@ -64,7 +56,7 @@ def frames_per_atom(model: PETECSE) -> float:
     system = systems_to_torch(structure(CELL), dtype=torch.float64)
     system = get_system_with_neighbor_lists(system, get_requested_neighbor_lists(model))
     graph = systems_to_graph([system], model.requested_nl)
-    builder = model.symmetrization.frame_builder.double()
+    builder = model.symmetrization.frame_builder
     with torch.no_grad():
         frames = builder(*builder_inputs(graph))
     return frames.group.shape[0] / graph.species.shape[0]

@@ -71,8 +71,16 @@ def structure(name: str) -> ase.Atoms:
     return atoms
 
 
-def export_models(types: list[int], folder: Path) -> dict[str, str]:
-    """Untrained default ``pet`` and ``pet_ecse`` exports for ``types``."""
+def default_model(
+    name: str,
+    types: list[int],
+    cutoff: float = 4.5,
+    model: dict | None = None,
+    symmetrization: dict | None = None,
+) -> torch.nn.Module:
+    """An untrained ``pet`` or ``pet_ecse`` (``name``) in evaluation mode, with
+    its default hypers but ``cutoff``, the ``model`` hypers and (``pet_ecse``)
+    the ``symmetrization`` options given; energy (with forces) for ``types``."""
     from metatrain.pet import PET
     from metatrain.utils.architectures import get_default_hypers
     from metatrain.utils.data import DatasetInfo
@@ -86,13 +94,20 @@ def export_models(types: list[int], folder: Path) -> dict[str, str]:
     info = DatasetInfo(
         length_unit="angstrom", atomic_types=types, targets={"energy": target}
     )
+    hypers = copy.deepcopy(get_default_hypers(name)["model"])
+    hypers.update(cutoff=cutoff, **(model or {}))
+    if symmetrization:
+        hypers["symmetrization"].update(symmetrization)
+    torch.manual_seed(0)
+    return {"pet": PET, "pet_ecse": PETECSE}[name](hypers, info).eval()
+
+
+def export_models(types: list[int], folder: Path) -> dict[str, str]:
+    """Untrained default ``pet`` and ``pet_ecse`` exports for ``types``."""
     paths = {}
-    for name, cls in [("pet", PET), ("pet_ecse", PETECSE)]:
-        torch.manual_seed(0)
-        hypers = copy.deepcopy(get_default_hypers(name)["model"])
-        hypers["cutoff"] = 4.5
+    for name in ("pet", "pet_ecse"):
         path = folder / f"{name}-{'-'.join(map(str, types))}.pt"
-        cls(hypers, info).eval().export().save(str(path))
+        default_model(name, types).export().save(str(path))
         paths[name] = str(path)
     return paths
 

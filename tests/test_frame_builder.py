@@ -47,14 +47,10 @@ def per_atom_frames(
     )
 
 
-def atom_frames(atoms: ase.Atoms, **symmetrization) -> WeightedFrames:
-    return per_atom_frames(atoms, "atom", **symmetrization)
-
-
 @pytest.mark.parametrize("structure", [ethanol, cell])
 def test_weights_are_positive_and_sum_to_one_per_atom(structure):
     atoms = structure()
-    frames = atom_frames(atoms)
+    frames = per_atom_frames(atoms)
     assert bool((frames.weight > 0).all())
     totals = torch.zeros(len(atoms), dtype=frames.weight.dtype)
     totals.index_add_(0, frames.group, frames.weight)
@@ -63,7 +59,7 @@ def test_weights_are_positive_and_sum_to_one_per_atom(structure):
 
 @pytest.mark.parametrize("structure", [ethanol, cell])
 def test_frames_are_proper_rotations(structure):
-    frames = atom_frames(structure())
+    frames = per_atom_frames(structure())
     rotation = frames.rotation[~frames.isotropic]
     identity = torch.eye(3, dtype=rotation.dtype).expand_as(rotation)
     torch.testing.assert_close(rotation.transpose(1, 2) @ rotation, identity)
@@ -77,8 +73,8 @@ def test_frames_co_rotate_with_the_structure(structure):
     unchanged) with the same weight: the ensemble is equivariant."""
     atoms = structure()
     rotation = random_rotation(np.random.default_rng(7))
-    before = atom_frames(atoms)
-    after = atom_frames(rotated(atoms, rotation))
+    before = per_atom_frames(atoms)
+    after = per_atom_frames(rotated(atoms, rotation))
     assert torch.equal(before.group, after.group)
     expected = torch.tensor(rotation) @ before.rotation
     for atom in range(len(atoms)):
@@ -98,21 +94,21 @@ def test_frames_co_rotate_with_the_structure(structure):
 def test_pruning_only_removes_frames_and_a_higher_threshold_removes_more():
     atoms = cell()
     counts = [
-        atom_frames(atoms, pruning_passes=0).group.shape[0],
-        atom_frames(atoms, pruning_threshold=0.3, pruning_width=0.3).group.shape[0],
-        atom_frames(atoms, pruning_threshold=0.6, pruning_width=0.3).group.shape[0],
-        atom_frames(atoms, pruning_threshold=0.9, pruning_width=0.1).group.shape[0],
+        per_atom_frames(atoms, pruning_passes=0).group.shape[0],
+        per_atom_frames(atoms, pruning_threshold=0.3, pruning_width=0.3).group.shape[0],
+        per_atom_frames(atoms, pruning_threshold=0.6, pruning_width=0.3).group.shape[0],
+        per_atom_frames(atoms, pruning_threshold=0.9, pruning_width=0.1).group.shape[0],
     ]
     assert counts == sorted(counts, reverse=True)
     assert counts[-1] < counts[0]
     # every atom keeps at least one frame
     assert bool(
-        (torch.bincount(atom_frames(atoms, pruning_threshold=0.9).group) > 0).all()
+        (torch.bincount(per_atom_frames(atoms, pruning_threshold=0.9).group) > 0).all()
     )
 
 
 def test_jittered_weights_stay_normalized_and_change():
-    frames = atom_frames(ethanol())
+    frames = per_atom_frames(ethanol())
     torch.manual_seed(0)
     jittered = jitter_weights(frames, 0.5, 9)
     assert torch.equal(jittered.group, frames.group)
@@ -131,7 +127,7 @@ def test_jittered_weights_stay_normalized_and_change():
 def test_subsampled_frames_keep_at_most_the_limit_per_atom():
     """Training draws at most ``limit`` frames per atom (a new draw each step),
     the isotropic fallback always among them; atoms with fewer keep all."""
-    frames = atom_frames(cell())
+    frames = per_atom_frames(cell())
     counts = torch.bincount(frames.group[~frames.isotropic], minlength=8)
     limit = int(counts.min()) - 1  # every atom loses frames
     torch.manual_seed(0)

@@ -14,15 +14,17 @@ species embedding or, in carried blocks, the previous block's node stream.
 :class:`~pet_metatrain.modules.pet.PETNetwork` chains the blocks.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, get_args
 
 import torch
 
+from ..documentation import ModelHypers
 from .transformer import Transformer
 from .views import weighted_sum
 
-EDGE_ACTIVATIONS = ("expm1", "SiLU", "ELU")
-"""Nonlinearities of :class:`EdgeEmbedding` (``edge_embedding_activation``)."""
+EDGE_ACTIVATIONS = get_args(ModelHypers.__annotations__["edge_embedding_activation"])
+"""Nonlinearities of :class:`EdgeEmbedding`: those ``edge_embedding_activation``
+accepts."""
 
 
 class EdgeEmbedding(torch.nn.Module):
