@@ -5,13 +5,16 @@ Token frames evaluate the edge embedding in every frame of every atom: its
 call on dense periodic cells, so each copy autograd keeps of them counts.
 """
 
+import typing
+
 import numpy as np
 import pytest
 import torch
 from metatrain.utils.architectures import get_default_hypers
 from models import make_model, rattled_ethanol
 
-from pet_metatrain.modules.block import EdgeEmbedding
+from pet_metatrain.documentation import ModelHypers
+from pet_metatrain.modules.block import EDGE_ACTIVATIONS, EdgeEmbedding
 from pet_metatrain.modules.views import weighted_sum
 
 
@@ -103,6 +106,13 @@ def test_embedding_is_its_function_to_second_derivatives(activation, function):
         second[0],
         torch.autograd.grad(expected[0].sum(), embedding.linear.weight)[0],
     )
+
+
+def test_the_embedding_accepts_exactly_the_hyper_choices():
+    """block.py repeats the hyper's names (the network does not import the
+    hypers' module); they must not drift apart."""
+    hyper = ModelHypers.__annotations__["edge_embedding_activation"]
+    assert set(EDGE_ACTIVATIONS) == set(typing.get_args(hyper))
 
 
 def test_unknown_activation_is_refused():

@@ -14,17 +14,17 @@ species embedding or, in carried blocks, the previous block's node stream.
 :class:`~pet_metatrain.modules.pet.PETNetwork` chains the blocks.
 """
 
-from typing import Dict, Optional, Tuple, get_args
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..documentation import ModelHypers
 from .transformer import Transformer
 from .views import weighted_sum
 
-EDGE_ACTIVATIONS = get_args(ModelHypers.__annotations__["edge_embedding_activation"])
-"""Nonlinearities of :class:`EdgeEmbedding`: those ``edge_embedding_activation``
-accepts."""
+# the network imports nothing above its layer (tests/test_layers.py), so the
+# names repeat the ``Literal`` of ``edge_embedding_activation`` (documentation.py)
+EDGE_ACTIVATIONS = ("expm1", "SiLU", "ELU")
+"""Nonlinearities of :class:`EdgeEmbedding` (``edge_embedding_activation``)."""
 
 
 class EdgeEmbedding(torch.nn.Module):
