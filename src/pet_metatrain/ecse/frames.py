@@ -11,7 +11,13 @@ import torch
 
 from ..modules.graph import EdgeGraph
 from ..modules.views import WeightedFrames, selected
-from .switching import SMAX_OFFSET, smooth_cutoff, smooth_ramp, smooth_step
+from .switching import (
+    SMAX_OFFSET,
+    smooth_cutoff,
+    smooth_ramp,
+    smooth_step,
+    smooth_step_at,
+)
 
 # pruning (threshold, width, passes) and inner cutoff width where the
 # symmetrization block leaves them unset: narrow where each frame costs a forward
@@ -215,15 +221,13 @@ class FrameBuilder(torch.nn.Module):
         r_k = distances[:, None, :]
         pair_max = r_k + (r_j - r_k) * torch.sigmoid(self.beta * (r_j - r_k))
         values = pair_max + self.smax_offset
-        start = torch.full_like(sine2, self.collinearity)
-        width = torch.full_like(sine2, self.collinearity_width)
         upper = torch.ones(
             n_neighbors, n_neighbors, dtype=torch.bool, device=distances.device
         ).triu(1)
         pair_weights = (
             outer_factors[:, :, None]
             * outer_factors[:, None, :]
-            * smooth_step(sine2, start, width)
+            * smooth_step_at(sine2, self.collinearity, self.collinearity_width)
             * upper
         )
         # the outer cutoff itself enters the smooth minimum with weight one

@@ -11,11 +11,18 @@ import torch
 SMAX_OFFSET = 0.2784645427610738
 
 
-def _stitch(x: torch.Tensor) -> torch.Tensor:
-    """C-infinity step from +1 (x <= -1) to -1 (x >= 1)."""
-    # beyond |x| = 1 - 1e-3 the stitch is +-1 to machine precision (tanh(>18.5))
-    x = x.clamp(-0.999, 0.999)
-    return torch.tanh(1.0 / (x + 1.0) + 1.0 / (x - 1.0))
+def _step_down(y: torch.Tensor) -> torch.Tensor:
+    """C-infinity step from 1 (y <= -1) to 0 (y >= 1): ECSE's
+    ``0.5 * stitch(y) + 0.5`` with ``stitch(y) = tanh(1/(y+1) + 1/(y-1))``.
+
+    Written as ``sigmoid(4y / (y^2 - 1))`` (the same function, since
+    ``1/(y+1) + 1/(y-1) = 2y / (y^2 - 1)`` and ``(1 + tanh z) / 2 =
+    sigmoid(2z)``): 6 kernels instead of 11, each with its own backward and
+    double-backward kernels in a force-trained step.
+    """
+    # beyond |y| = 0.999 the step is 0 or 1 to machine precision (sigmoid(-1998))
+    y = y.clamp(-0.999, 0.999)
+    return torch.sigmoid(4.0 * y / (y * y - 1.0))
 
 
 def smooth_cutoff(r: torch.Tensor, cutoff: torch.Tensor, width: float) -> torch.Tensor:
@@ -23,17 +30,22 @@ def smooth_cutoff(r: torch.Tensor, cutoff: torch.Tensor, width: float) -> torch.
 
     ``cutoff`` may be a tensor (per-atom adaptive cutoffs, with gradients).
     """
-    return 0.5 * _stitch(2.0 * (r - cutoff + 0.5 * width) / width) + 0.5
+    return _step_down((r - cutoff) * (2.0 / width) + 1.0)
 
 
 def smooth_step(
     g: torch.Tensor, start: torch.Tensor, width: torch.Tensor
 ) -> torch.Tensor:
-    """ECSE's q: 0 for g <= start, 1 for g >= start + width."""
-    return 0.5 * _stitch(-2.0 * (g - start - 0.5 * width) / width) + 0.5
+    """ECSE's q: 0 for g <= start, 1 for g >= start + width (per-element
+    ``start`` and ``width``)."""
+    return _step_down((start - g) * 2.0 / width + 1.0)
+
+
+def smooth_step_at(g: torch.Tensor, start: float, width: float) -> torch.Tensor:
+    """``smooth_step`` with one ``start`` and ``width`` for every element."""
+    return _step_down((start - g) * (2.0 / width) + 1.0)
 
 
 def smooth_ramp(g: torch.Tensor, start: float, width: float) -> torch.Tensor:
     """ECSE's q_lin: the step times a linear ramp, growing for more orthogonal pairs."""
-    step = smooth_step(g, torch.full_like(g, start), torch.full_like(g, width))
-    return step * (g - start).clamp(min=0.0) / width
+    return smooth_step_at(g, start, width) * (g - start).clamp(min=0.0) / width
