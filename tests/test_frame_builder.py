@@ -107,21 +107,52 @@ def test_pruning_only_removes_frames_and_a_higher_threshold_removes_more():
     )
 
 
-def test_jittered_weights_stay_normalized_and_change():
+def test_jittered_weights_are_the_weights_times_log_normal_noise():
     frames = per_atom_frames(ethanol())
     torch.manual_seed(0)
-    jittered = jitter_weights(frames, 0.5, 9)
+    jittered = jitter_weights(frames, 0.5)
     assert torch.equal(jittered.group, frames.group)
     assert torch.equal(jittered.rotation, frames.rotation)
-    sums = torch.zeros(9, dtype=frames.weight.dtype).index_add(
-        0, jittered.group, jittered.weight
-    )
-    torch.testing.assert_close(sums, torch.ones_like(sums))
-    assert (jittered.weight > 0).all()
-    several = torch.bincount(frames.group)[frames.group] > 1
-    assert not torch.allclose(jittered.weight[several], frames.weight[several])
-    unchanged = jitter_weights(frames, 0.0, 9)
+    noise = torch.log(jittered.weight / frames.weight) / 0.5
+    # standard normal draws: 60-odd of them, mean and spread within a few sigma
+    assert abs(float(noise.mean())) < 0.5 and 0.6 < float(noise.std()) < 1.4
+    unchanged = jitter_weights(frames, 0.0)
     torch.testing.assert_close(unchanged.weight, frames.weight)
+
+
+@pytest.mark.parametrize("structure", [ethanol, cell])
+def test_training_frames_are_subsampled_jittered_and_normalized(structure):
+    """A training step's frames (at most ``training_frames_per_atom`` per atom,
+    jittered weights) are normalized once, at the end, like evaluation's."""
+    atoms = structure()
+    model = make_model(frames="token", cutoff=4.0)
+    limit = 3
+    model.set_symmetrization(
+        {**model.hypers["symmetrization"], "training_frames_per_atom": limit}
+    )
+    builder = model.symmetrization.frame_builder
+    builder.train()
+    builder.jitter = True
+    graph = graph_of(model, atoms)
+    n_atoms = len(atoms)
+    arguments = (
+        graph.edge_vectors,
+        graph.distances,
+        graph.mask,
+        torch.arange(n_atoms),
+        n_atoms,
+        graph.neighbor_species,
+    )
+    torch.manual_seed(0)
+    frames = builder(*arguments)
+    counts = torch.bincount(frames.group[~frames.isotropic], minlength=n_atoms)
+    assert int(counts.max()) <= limit
+    totals = torch.zeros(n_atoms, dtype=frames.weight.dtype)
+    totals.index_add_(0, frames.group, frames.weight)
+    torch.testing.assert_close(totals, torch.ones_like(totals))
+    builder.jitter = False
+    evaluation = builder(*arguments)
+    assert evaluation.group.shape[0] > frames.group.shape[0]
 
 
 def test_subsampled_frames_keep_at_most_the_limit_per_atom():
@@ -135,13 +166,8 @@ def test_subsampled_frames_keep_at_most_the_limit_per_atom():
     kept_counts = torch.bincount(kept.group[~kept.isotropic], minlength=8)
     assert kept_counts.tolist() == [limit] * 8
     assert int(kept.isotropic.sum()) == int(frames.isotropic.sum())
-    sums = torch.zeros(8, dtype=kept.weight.dtype).index_add(0, kept.group, kept.weight)
-    torch.testing.assert_close(sums, torch.ones_like(sums))
-    # each kept frame is one of the atom's frames, its weight scaled up
-    scale = kept.weight / frames.weight[_matching(frames, kept)]
-    torch.testing.assert_close(
-        scale, 1.0 / (1.0 - _dropped_weight(frames, kept))[kept.group]
-    )
+    # each kept frame is one of the atom's frames, with its weight
+    assert torch.equal(kept.weight, frames.weight[_matching(frames, kept)])
     again = subsampled(frames, limit, 8)
     assert not torch.equal(again.rotation, kept.rotation)
     everything = subsampled(frames, int(counts.max()), 8)
@@ -156,14 +182,6 @@ def _matching(frames: WeightedFrames, kept: WeightedFrames) -> torch.Tensor:
     same = same & (kept.group[:, None] == frames.group[None])
     assert bool((same.sum(1) == 1).all())
     return same.float().argmax(1)
-
-
-def _dropped_weight(frames: WeightedFrames, kept: WeightedFrames) -> torch.Tensor:
-    """Per atom, the total weight of the frames that ``kept`` left out."""
-    n_groups = int(frames.group.max()) + 1
-    total = torch.zeros(n_groups, dtype=frames.weight.dtype)
-    original = frames.weight[_matching(frames, kept)]
-    return 1.0 - total.index_add(0, kept.group, original)
 
 
 @pytest.mark.parametrize("frames", ["token", "atom"])

@@ -174,8 +174,11 @@ class FrameBuilder(torch.nn.Module):
         if self.training and self.jitter and self.randomized:
             if self.training_frame_limit > 0:
                 frames = subsampled(frames, self.training_frame_limit, num_groups)
-            frames = jitter_weights(frames, self.weight_noise, num_groups)
-        return frames
+            frames = jitter_weights(frames, self.weight_noise)
+        # one normalization at the end: each one costs ~40 kernels through the
+        # double backward of a training step on forces
+        weight = normalized(frames.weight, frames.group, num_groups)
+        return WeightedFrames(frames.group, frames.rotation, weight, frames.isotropic)
 
     def _pairs(
         self, edge_vectors: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor
@@ -263,7 +266,8 @@ class FrameBuilder(torch.nn.Module):
         """Smoothly drop frames whose score is much lower than the best one of
         their group, and weight in the isotropic fallback where no frame is good.
         Frames of ``ranked`` groups (molecules ranked by centre preference) use
-        the ``centre_pruning_*`` window and passes."""
+        the ``centre_pruning_*`` window and passes. Returns relative weights (not
+        yet normalized per group)."""
         best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
         half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
         fallback = smooth_cutoff(best, half, 0.5)
@@ -313,31 +317,30 @@ class FrameBuilder(torch.nn.Module):
         isotropic = torch.arange(group.shape[0], device=group.device) >= (
             group.shape[0] - with_fallback.shape[0]
         )
-        return WeightedFrames(
-            group, rotations, normalized(weights, group, num_groups), isotropic
-        )
+        return WeightedFrames(group, rotations, weights, isotropic)
 
 
-def jitter_weights(
-    frames: WeightedFrames, strength: float, num_groups: int
-) -> WeightedFrames:
-    """The same frames with log-normally jittered weights, renormalized per group:
-    ``w_f exp(strength * n_f) / sum_g w_g exp(strength * n_g)`` with ``n_f`` drawn
-    from N(0, 1). Used in training only: a network that predicts the same for any
-    weighting of its frames has small ``dE/dw_f``, so the weights' switching (at
-    the adaptive inner cutoff, collinearity) cannot make forces steep."""
+def jitter_weights(frames: WeightedFrames, strength: float) -> WeightedFrames:
+    """The same frames with log-normally jittered weights ``w_f exp(strength *
+    n_f)``, ``n_f`` drawn from N(0, 1); relative weights, normalized per group by
+    the caller (``FrameBuilder.forward``). Used in training only: a network that
+    predicts the same for any weighting of its frames has small ``dE/dw_f``, so
+    the weights' switching (at the adaptive inner cutoff, collinearity) cannot
+    make forces steep."""
     noise = torch.exp(strength * torch.randn_like(frames.weight))
-    weight = normalized(frames.weight * noise, frames.group, num_groups)
-    return WeightedFrames(frames.group, frames.rotation, weight, frames.isotropic)
+    return WeightedFrames(
+        frames.group, frames.rotation, frames.weight * noise, frames.isotropic
+    )
 
 
 def subsampled(frames: WeightedFrames, limit: int, num_groups: int) -> WeightedFrames:
     """At most ``limit`` frames of each group, drawn uniformly at random without
-    replacement, their weights renormalized per group; the isotropic fallback is
-    always kept. Used in training only: the cost of per-atom frames then stops
-    growing with the frames of dense solids (bcc Mo 160 per atom), and the
-    network learns, as with ``jitter_weights``, to predict nearly the same from
-    any subset of its frames."""
+    replacement, with their relative weights (normalized per group by the caller,
+    ``FrameBuilder.forward``); the isotropic fallback is always kept. Used in
+    training only: the cost of per-atom frames then stops growing with the frames
+    of dense solids (bcc Mo 160 per atom), and the network learns, as with
+    ``jitter_weights``, to predict nearly the same from any subset of its
+    frames."""
     n_frames = frames.weight.shape[0]
     key = torch.rand_like(frames.weight)
     key = torch.where(frames.isotropic, torch.full_like(key, 2.0), key)
@@ -349,9 +352,7 @@ def subsampled(frames: WeightedFrames, limit: int, num_groups: int) -> WeightedF
     rank = torch.empty_like(frames.group)
     positions = torch.arange(n_frames, device=frames.group.device)
     rank[order] = positions - starts[frames.group[order]]
-    kept = selected(frames, (rank < limit) | frames.isotropic)
-    weight = normalized(kept.weight, kept.group, num_groups)
-    return WeightedFrames(kept.group, kept.rotation, weight, kept.isotropic)
+    return selected(frames, (rank < limit) | frames.isotropic)
 
 
 def normalized(
@@ -402,12 +403,15 @@ def centre_preference(
 
 def _pair_frames(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Right-handed orthonormal frames [n, 3, 3] (columns a1, a2, a3) from pairs of
-    non-collinear vectors."""
-    a1 = first / torch.linalg.vector_norm(first, dim=-1, keepdim=True)
+    non-collinear vectors [n, 3]: a1 along ``first``, a2 along ``first x second``
+    and a3 = a1 x a2, along ``first x (first x second)`` (the three are
+    orthogonal before they are normalized, so one normalization of the columns
+    does: 104 kernels through a training step's double backward, against 181
+    for normalizing a1 and a2 and crossing them)."""
     normal = torch.linalg.cross(first, second, dim=-1)
-    a2 = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True)
-    a3 = torch.linalg.cross(a1, a2, dim=-1)
-    return torch.stack([a1, a2, a3], dim=-1)
+    third = torch.linalg.cross(first, normal, dim=-1)
+    axes = torch.stack([first, normal, third], dim=-1)
+    return axes * torch.rsqrt(axes.square().sum(-2, keepdim=True))
 
 
 def _group_smooth_max(
