@@ -271,7 +271,14 @@ class FrameBuilder(torch.nn.Module):
         best = _group_smooth_max(weights, group, num_groups, self.beta_weights)
         half = torch.tensor(0.5, dtype=weights.dtype, device=weights.device)
         fallback = smooth_cutoff(best, half, 0.5)
-        pruning_off = smooth_cutoff(best, half, 0.25)
+        # centre passes prune ranked groups only: none run for per-atom frames
+        # of unpruned modes (token), which then skip the loop's kernels
+        passes = self.pruning_passes
+        if ranked is not None:
+            passes = max(passes, self.centre_pruning_passes)
+        pruning_off = best
+        if passes > 0:
+            pruning_off = smooth_cutoff(best, half, 0.25)
         top: Optional[torch.Tensor] = None
         if scores is None:
             scores = weights
@@ -283,7 +290,7 @@ class FrameBuilder(torch.nn.Module):
         width = self.pruning_width
         shift = self.centre_pruning_threshold - threshold
         widen = self.centre_pruning_width - width
-        for index in range(max(self.pruning_passes, self.centre_pruning_passes)):
+        for index in range(passes):
             if top is None:
                 top = _group_smooth_max(scores, group, num_groups, self.beta_weights)
             reference = top[group]
