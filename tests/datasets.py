@@ -64,13 +64,13 @@ def example_structures(count: int, seed: int) -> list:
     return module.make_structures(count, seed)
 
 
-def energy_with_forces(atoms: ase.Atoms) -> TensorMap:
+def energy_with_forces(atoms: ase.Atoms, system: int = 0) -> TensorMap:
     """The energy of ``atoms`` and its position gradients (minus the forces), laid
-    out as metatrain stores targets."""
+    out as metatrain stores targets: the ``system``-th structure of a data set."""
     properties = Labels(["energy"], torch.tensor([[0]]))
     block = TensorBlock(
         values=torch.tensor([[atoms.get_potential_energy()]], dtype=torch.float64),
-        samples=Labels(["system"], torch.tensor([[0]])),
+        samples=Labels(["system"], torch.tensor([[system]])),
         components=[],
         properties=properties,
     )

@@ -1,6 +1,7 @@
 """Data-parallel training across 2 CPU processes (gloo, SLURM variables set by the
 test, loopback only), and training from metatrain's disk (zip) data sets."""
 
+import gc
 import os
 import socket
 import subprocess
@@ -218,3 +219,67 @@ def test_batches_packed_by_atom_count(data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=False)
     assert checkpoint["scheduler_state_dict"]["last_epoch"] == 4
+
+
+def test_the_ddp_wrapper_is_gone_when_the_process_group_is_destroyed(
+    data, tmp_path, monkeypatch
+):
+    """The DDP wrapper holds the gloo group and sits in a reference cycle: the
+    trainer releases and collects it before ``destroy_process_group``, so that no
+    gloo object lives on into interpreter shutdown (where it can abort a rank)."""
+    from metatrain.utils.architectures import get_default_hypers
+    from metatrain.utils.data import Dataset, DatasetInfo
+    from metatrain.utils.data.target_info import get_energy_target_info
+    from metatrain.utils.omegaconf import expand_loss_config
+    from omegaconf import OmegaConf
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pet_metatrain import PETECSE, Trainer
+
+    slurm = {"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}
+    slurm.update(SLURM_LOCALID="0", SLURM_JOB_NODELIST="localhost")
+    # set by the trainer's DistributedEnvironment: restored after the test
+    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(name, "")
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+
+    wrappers_alive = []
+    destroy = torch.distributed.destroy_process_group
+
+    def recording_destroy(*args, **kwargs):
+        alive = [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
+        wrappers_alive.append(len(alive))
+        del alive
+        destroy(*args, **kwargs)
+
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", recording_destroy)
+
+    frames = ase.io.read(data / "train.xyz", ":4")
+    systems = [systems_to_torch(atoms, dtype=torch.float64) for atoms in frames]
+    targets = [energy_with_forces(atoms, index) for index, atoms in enumerate(frames)]
+    dataset = Dataset.from_dict({"system": systems, "energy": targets})
+    target = get_energy_target_info(
+        "energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True
+    )
+    info = DatasetInfo(
+        length_unit="angstrom", atomic_types=[1, 6, 8], targets={"energy": target}
+    )
+    hypers = get_default_hypers("pet_ecse")
+    model = PETECSE({**hypers["model"], **MODEL}, info)
+    energy = {"key": "energy", "forces": {"key": "forces"}}
+    loss = expand_loss_config(
+        OmegaConf.create(
+            {
+                "training_set": {"targets": {"energy": energy}},
+                "architecture": {"training": {"loss": "mse"}},
+            }
+        )
+    )["architecture"]["training"]["loss"]
+    training = {**hypers["training"], "num_epochs": 1, "batch_size": 2}
+    training["loss"] = OmegaConf.to_container(loss)
+    training.update(distributed=True, distributed_port=_free_port(), num_workers=0)
+    Trainer(training).train(
+        model, torch.float64, [torch.device("cpu")], [dataset], [dataset], str(tmp_path)
+    )
+    assert wrappers_alive == [0]

@@ -2,6 +2,7 @@
 composition baseline, scaling, O(3) augmentation, distributed training)."""
 
 import copy
+import gc
 import logging
 import math
 from pathlib import Path
@@ -81,6 +82,18 @@ def _init_process_group(device: torch.device, port: int) -> tuple:
     DistributedEnvironment(port)
     torch.distributed.init_process_group(backend="gloo")
     return device, torch.distributed.get_world_size(), torch.distributed.get_rank()
+
+
+def _leave_together() -> None:
+    """Every rank leaves the process group at once (a rank tearing gloo down
+    early can abort the others). The DDP wrapper's reducer holds the group and
+    sits in a reference cycle, so callers drop their wrapper first and it is
+    collected here: otherwise the group can outlive ``destroy_process_group``
+    until the interpreter shuts down, where gloo's threads may abort the
+    process ("terminate called without an active exception")."""
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 class Trainer(TrainerInterface[TrainerHypers]):
@@ -248,6 +261,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     epoch=epoch,
                 )
                 if train_info is None:  # stopped within the epoch
+                    model = raw_model  # release the DDP wrapper (_leave_together)
                     self._stop(stop, raw_model, optimizer, scheduler, epoch - 1, rank)
                 with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
                     val_info = self._run_epoch(
@@ -288,15 +302,15 @@ class Trainer(TrainerInterface[TrainerHypers]):
                             raw_model, Path(checkpoint_dir) / f"model_{epoch}.ckpt"
                         )
                 if stop.requested(is_distributed):
+                    model = raw_model  # release the DDP wrapper (_leave_together)
                     self._stop(stop, raw_model, optimizer, scheduler, epoch, rank)
 
         self.epoch = epoch
         self.optimizer_state_dict = optimizer.state_dict()
         self.scheduler_state_dict = scheduler.state_dict()
         if is_distributed:
-            # leave together: a rank tearing gloo down early can abort the others
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+            model = raw_model  # release the DDP wrapper (_leave_together)
+            _leave_together()
 
     def _stop(
         self,
@@ -325,8 +339,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
             "(repeating the unfinished epoch)"
         )
         if is_distributed:
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+            _leave_together()
         raise SystemExit(stop.exit_code)
 
     def _dataloaders(
