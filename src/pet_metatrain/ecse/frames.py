@@ -276,7 +276,7 @@ class FrameBuilder(torch.nn.Module):
         passes = self.pruning_passes
         if ranked is not None:
             passes = max(passes, self.centre_pruning_passes)
-        pruning_off = best
+        pruning_off = best  # read by the passes only
         if passes > 0:
             pruning_off = smooth_cutoff(best, half, 0.25)
         top: Optional[torch.Tensor] = None
