@@ -23,6 +23,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Optional
 
 import ase.io
 import numpy as np
@@ -41,11 +42,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
 
 def step_function(
-    model: torch.nn.Module, frames: list, info: DatasetInfo, device: str = "cpu"
+    model: torch.nn.Module,
+    frames: list,
+    info: DatasetInfo,
+    device: str = "cpu",
+    foreach: Optional[bool] = None,
 ):
     """One optimizer step of ``model`` (already on ``device``) on ``frames``, as a
-    callable."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    callable; ``foreach`` is Adam's (None: torch's choice for the device)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=foreach)
     systems = [
         get_system_with_neighbor_lists(
             systems_to_torch(atoms, dtype=torch.float32, positions_requires_grad=True),

@@ -279,7 +279,16 @@ def test_the_ddp_wrapper_is_gone_when_the_process_group_is_destroyed(
     training = {**hypers["training"], "num_epochs": 1, "batch_size": 2}
     training["loss"] = OmegaConf.to_container(loss)
     training.update(distributed=True, distributed_port=_free_port(), num_workers=0)
-    Trainer(training).train(
-        model, torch.float64, [torch.device("cpu")], [dataset], [dataset], str(tmp_path)
-    )
+    try:
+        Trainer(training).train(
+            model,
+            torch.float64,
+            [torch.device("cpu")],
+            [dataset],
+            [dataset],
+            str(tmp_path),
+        )
+    finally:  # a failed training must not leave the group to later tests
+        if torch.distributed.is_initialized():
+            destroy()
     assert wrappers_alive == [0]

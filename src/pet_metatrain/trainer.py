@@ -261,7 +261,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     epoch=epoch,
                 )
                 if train_info is None:  # stopped within the epoch
-                    model = raw_model  # release the DDP wrapper (_leave_together)
+                    del model  # the DDP wrapper: collected by _leave_together
                     self._stop(stop, raw_model, optimizer, scheduler, epoch - 1, rank)
                 with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
                     val_info = self._run_epoch(
@@ -302,14 +302,14 @@ class Trainer(TrainerInterface[TrainerHypers]):
                             raw_model, Path(checkpoint_dir) / f"model_{epoch}.ckpt"
                         )
                 if stop.requested(is_distributed):
-                    model = raw_model  # release the DDP wrapper (_leave_together)
+                    del model  # the DDP wrapper: collected by _leave_together
                     self._stop(stop, raw_model, optimizer, scheduler, epoch, rank)
 
         self.epoch = epoch
         self.optimizer_state_dict = optimizer.state_dict()
         self.scheduler_state_dict = scheduler.state_dict()
         if is_distributed:
-            model = raw_model  # release the DDP wrapper (_leave_together)
+            del model  # the DDP wrapper: collected by _leave_together
             _leave_together()
 
     def _stop(

@@ -175,7 +175,7 @@ class FrameBuilder(torch.nn.Module):
             if self.training_frame_limit > 0:
                 frames = subsampled(frames, self.training_frame_limit, num_groups)
             frames = jitter_weights(frames, self.weight_noise)
-        # one normalization at the end: each one costs ~40 kernels through the
+        # normalized once, at the end: each normalization adds kernels to the
         # double backward of a training step on forces
         weight = normalized(frames.weight, frames.group, num_groups)
         return WeightedFrames(frames.group, frames.rotation, weight, frames.isotropic)
@@ -314,7 +314,8 @@ class FrameBuilder(torch.nn.Module):
             centre = centre[selected]
             top = None
 
-        with_fallback = torch.nonzero(fallback > 0).flatten()
+        # like every frame, a fallback lighter than 1e-10 is left out
+        with_fallback = torch.nonzero(fallback > 1e-10).flatten()
         group = torch.cat([group, with_fallback])
         weights = torch.cat([weights, fallback[with_fallback]])
         identity = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
@@ -411,10 +412,10 @@ def centre_preference(
 def _pair_frames(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Right-handed orthonormal frames [n, 3, 3] (columns a1, a2, a3) from pairs of
     non-collinear vectors [n, 3]: a1 along ``first``, a2 along ``first x second``
-    and a3 = a1 x a2, along ``first x (first x second)`` (the three are
+    and a3 = a1 x a2, along ``first x (first x second)``. The three are
     orthogonal before they are normalized, so one normalization of the columns
-    does: 104 kernels through a training step's double backward, against 181
-    for normalizing a1 and a2 and crossing them)."""
+    does (fewer kernels through a training step's double backward than
+    normalizing a1 and a2 and crossing them)."""
     normal = torch.linalg.cross(first, second, dim=-1)
     third = torch.linalg.cross(first, normal, dim=-1)
     axes = torch.stack([first, normal, third], dim=-1)
