@@ -29,15 +29,23 @@ def cell() -> ase.Atoms:
 
 
 def per_atom_frames(
-    atoms: ase.Atoms, frames: str = "atom", cutoff: float = 4.0, **symmetrization
+    atoms: ase.Atoms,
+    frames: str = "atom",
+    cutoff: float = 4.0,
+    training: bool = False,
+    **symmetrization,
 ) -> WeightedFrames:
     """Per-atom ``frames`` (atom or token) of ``atoms`` with the frame builder of
-    a small model of ``cutoff``."""
+    a small model of ``cutoff``; ``training``: as in a trainer's step (frame
+    subsets, weight noise)."""
     model = make_model(frames=frames, cutoff=cutoff)
     model.set_symmetrization({**model.hypers["symmetrization"], **symmetrization})
+    builder = model.symmetrization.frame_builder
+    builder.train(training)
+    builder.jitter = training
     graph = graph_of(model, atoms)
     n_atoms = len(atoms)
-    return model.symmetrization.frame_builder(
+    return builder(
         graph.edge_vectors,
         graph.distances,
         graph.mask,
@@ -126,33 +134,18 @@ def test_training_frames_are_subsampled_jittered_and_normalized(structure):
     """A training step's frames (at most ``training_frames_per_atom`` per atom,
     jittered weights) are normalized once, at the end, like evaluation's."""
     atoms = structure()
-    model = make_model(frames="token", cutoff=4.0)
     limit = 3
-    model.set_symmetrization(
-        {**model.hypers["symmetrization"], "training_frames_per_atom": limit}
-    )
-    builder = model.symmetrization.frame_builder
-    builder.train()
-    builder.jitter = True
-    graph = graph_of(model, atoms)
-    n_atoms = len(atoms)
-    arguments = (
-        graph.edge_vectors,
-        graph.distances,
-        graph.mask,
-        torch.arange(n_atoms),
-        n_atoms,
-        graph.neighbor_species,
-    )
     torch.manual_seed(0)
-    frames = builder(*arguments)
+    frames = per_atom_frames(
+        atoms, "token", training=True, training_frames_per_atom=limit
+    )
+    n_atoms = len(atoms)
     counts = torch.bincount(frames.group[~frames.isotropic], minlength=n_atoms)
     assert int(counts.max()) <= limit
     totals = torch.zeros(n_atoms, dtype=frames.weight.dtype)
     totals.index_add_(0, frames.group, frames.weight)
     torch.testing.assert_close(totals, torch.ones_like(totals))
-    builder.jitter = False
-    evaluation = builder(*arguments)
+    evaluation = per_atom_frames(atoms, "token", training_frames_per_atom=limit)
     assert evaluation.group.shape[0] > frames.group.shape[0]
 
 
