@@ -16,9 +16,9 @@ def _step_down(y: torch.Tensor) -> torch.Tensor:
     ``0.5 * stitch(y) + 0.5`` with ``stitch(y) = tanh(1/(y+1) + 1/(y-1))``.
 
     Written as ``sigmoid(2/(y+1) + 2/(y-1))`` (the same function, since
-    ``(1 + tanh z) / 2 = sigmoid(2z)``), the form with the fewest kernels
-    through the backward of forces and the double backward of training on
-    them (``benchmarks/dispatched_ops.py``).
+    ``(1 + tanh z) / 2 = sigmoid(2z)``): of the forms tried, it launches about
+    the fewest kernels through the backward of forces and the double backward
+    of training on them (``benchmarks/dispatched_ops.py``).
     """
     # beyond |y| = 0.999 the step is 0 or 1 to machine precision (sigmoid(-2000));
     # hardtanh is clamp with a one-kernel backward
