@@ -13,12 +13,12 @@ on ethanol and the first test cell of mlearn's Ge and Mo sets. Writes JSON.
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import ase.io
 import torch
+from common import write_json
 from materials_measure import default_model, structure, time_round_robin
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
@@ -83,7 +83,7 @@ def main() -> None:
         "torch": torch.__version__,
         "rows": rows,
     }
-    Path(args.output).write_text(json.dumps(result, indent=1))
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":

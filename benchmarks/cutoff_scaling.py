@@ -17,11 +17,11 @@ recorded as such and not timed. Writes JSON.
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
+from common import write_json
 from materials_measure import (
     default_model,
     memory_in_fresh_process,
@@ -103,7 +103,7 @@ def main() -> None:
                 ]
                 print(f"| {cutoff:g} | {label} | " + " | ".join(cells) + " |")
             result = {"cell": CELL, "threads": torch.get_num_threads(), "rows": rows}
-            Path(args.output).write_text(json.dumps(result, indent=1))
+            write_json(args.output, result)
 
 
 if __name__ == "__main__":

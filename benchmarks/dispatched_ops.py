@@ -25,12 +25,12 @@ ratio: the extra kernels are what a launch-bound GPU pays for.
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import ase.io
 import torch
+from common import write_json
 from materials_measure import default_model, structure
 from metatomic.torch import ModelOutput, systems_to_torch
 from metatrain.pet import PET
@@ -155,7 +155,7 @@ def main() -> None:
             f"| {pet['syncs']} / {ecse['syncs']} |"
         )
     result = {"torch": torch.__version__, "threads": 1, "rows": rows}
-    Path(args.output).write_text(json.dumps(result, indent=1))
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
+from common import write_json
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlearn"
 
@@ -118,7 +119,7 @@ def main() -> None:
         "temperature_k": args.temperature,
         "runs": rows,
     }
-    Path(args.output).write_text(json.dumps(result, indent=1))
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":
