@@ -50,6 +50,11 @@ def resolved_frames(symmetrization: Dict[str, Any], edge_embedding: bool = True)
 class FrameBuilder(torch.nn.Module):
     """Builds, weights and prunes ECSE frames for groups of atoms."""
 
+    # frames (the isotropic fallback included) lighter than this are dropped:
+    # the average changes by at most about this much (a class constant, which
+    # TorchScript reads where it refuses a module-level float)
+    min_weight: torch.jit.Final[float] = 1e-10
+
     def __init__(self, hypers: Dict, cutoff: float, frames: str) -> None:
         """``frames`` (token, structure or atom) selects the pruning defaults."""
         super().__init__()
@@ -159,8 +164,7 @@ class FrameBuilder(torch.nn.Module):
             weights = weights * (
                 neighbor_species[:, :, None] >= neighbor_species[:, None, :]
             ).to(dtype)
-        # frames lighter than 1e-10 are dropped (a change of at most ~1e-10)
-        candidates = torch.nonzero(weights > 1e-10)
+        candidates = torch.nonzero(weights > self.min_weight)
         atom, first, second = candidates[:, 0], candidates[:, 1], candidates[:, 2]
         frame_weights = weights[atom, first, second]
         rotations = _pair_frames(edge_vectors[atom, first], edge_vectors[atom, second])
@@ -306,7 +310,7 @@ class FrameBuilder(torch.nn.Module):
             factor = active * (keep * (1.0 - off) + off) + (1.0 - active)
             weights = weights * factor
             scores = scores * factor
-            selected = weights > 1e-10
+            selected = weights > self.min_weight
             group = group[selected]
             rotations = rotations[selected]
             weights = weights[selected]
@@ -314,8 +318,7 @@ class FrameBuilder(torch.nn.Module):
             centre = centre[selected]
             top = None
 
-        # like every frame, a fallback lighter than 1e-10 is left out
-        with_fallback = torch.nonzero(fallback > 1e-10).flatten()
+        with_fallback = torch.nonzero(fallback > self.min_weight).flatten()
         group = torch.cat([group, with_fallback])
         weights = torch.cat([weights, fallback[with_fallback]])
         identity = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
