@@ -261,7 +261,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
                     epoch=epoch,
                 )
                 if train_info is None:  # stopped within the epoch
-                    del model  # the DDP wrapper: collected by _leave_together
+                    del model  # a DDP wrapper, if any: collected by _leave_together
                     self._stop(stop, raw_model, optimizer, scheduler, epoch - 1, rank)
                 with torch.set_grad_enabled(any(t.gradients for t in targets.values())):
                     val_info = self._run_epoch(
@@ -302,7 +302,7 @@ class Trainer(TrainerInterface[TrainerHypers]):
                             raw_model, Path(checkpoint_dir) / f"model_{epoch}.ckpt"
                         )
                 if stop.requested(is_distributed):
-                    del model  # the DDP wrapper: collected by _leave_together
+                    del model  # a DDP wrapper, if any: collected by _leave_together
                     self._stop(stop, raw_model, optimizer, scheduler, epoch, rank)
 
         self.epoch = epoch
